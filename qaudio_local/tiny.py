@@ -1,0 +1,505 @@
+"""A tiny random Qwen2-Audio checkpoint in the Hugging Face layout, built from scratch.
+
+Same architecture, tensor names and file set as ``Qwen/Qwen2-Audio-7B-Instruct`` (a
+Whisper-style audio encoder, a linear projector and a Qwen2 text model), with tiny sizes,
+so the converter, the runtime and the parity tests can run on a laptop in seconds. Its
+tokenizer is a real byte-level BPE (GPT-2 byte alphabet, merges learned here from a short
+embedded English corpus, Qwen2's pre-tokenizer and special tokens), saved both as
+``tokenizer.json`` and as ``vocab.json`` + ``merges.txt``.
+
+Only the standard library and numpy are used: this runs inside ``qaudio selftest``, where
+torch, transformers and tokenizers are not installed. The same seed gives byte-identical
+files.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from qaudio_local.errors import ConversionError
+from qaudio_local.safetensors_io import write_safetensors
+
+__all__ = ["make_tiny_checkpoint", "special_token_ids", "tiny_vocab_size", "SPECIAL_TOKENS"]
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+)
+# Qwen2's pre-tokenizer, verbatim (needs the `regex` module or Rust's regex: \p{L}, \p{N}).
+QWEN2_PRETOKENIZE_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# The same with stdlib `re`, for training only: \p{L} ~ [^\W\d_], \p{N} ~ \d (exact on ASCII).
+_TRAIN_SPLIT = re.compile(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|(?:[^\w\r\n]|_)?[^\W\d_]+|\d"
+    r"| ?(?:[^\s\w]|_)+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+N_MERGES = 500  # 256 bytes + ~500 merged tokens + 6 specials -> 762 ids -> 768 embedding rows
+DTYPES = ("float32", "float16", "bfloat16")
+
+AUDIO = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128, "mels": 128, "positions": 1500}
+TEXT = {"hidden": 256, "ffn": 512, "layers": 2, "heads": 4, "kv_heads": 4}
+
+CHAT_TEMPLATE = (
+    "{%- set audio_count = namespace(value=0) -%}"
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for item in message['content'] -%}"
+    "{%- if 'audio' in item or 'audio_url' in item or item['type'] == 'audio' -%}"
+    "{%- set audio_count.value = audio_count.value + 1 -%}"
+    "{{- 'Audio ' + audio_count.value|string + ': <|audio_bos|><|AUDIO|><|audio_eos|>\\n' -}}"
+    "{%- elif 'text' in item -%}"
+    "{{- item['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+
+_CORPUS = """\
+You are a helpful assistant. The user sends an audio clip and asks a question; the
+assistant listens and answers. What does the person say? Transcribe the speech in this
+audio. Translate the speech into German. What is the emotion of the speaker? Describe the
+sounds you hear. Audio 1, Audio 2 and Audio 3 are three recordings of the same meeting.
+
+Speech is a sound wave: the air pressure rises and falls many times each second. A
+microphone turns the pressure into a voltage, and a converter samples it 16000 times per
+second, so one second of audio holds 16000 numbers. The model does not read the raw
+samples. It first computes a log mel spectrogram: short windows of 400 samples, a hop of
+160 samples, and 128 mel filters between 0 and 8000 hertz. That gives 100 frames per
+second and 3000 frames for thirty seconds of sound.
+
+The audio encoder is a transformer like the one in Whisper. Two convolutions shrink the
+frames by two, positions are added, and 32 layers of attention mix the frames together.
+Then the frames are pooled again, so each second becomes 25 audio tokens. A projector maps
+them into the space of the language model, which reads them next to the text of the
+prompt and writes the answer one token at a time.
+
+People speak fast or slow, loud or quiet, with noise, music and other voices around them.
+A good system should still understand what was said, who said it, and how they felt. It
+should also know when nothing was said at all, and answer that the audio is silent.
+
+The user said: "Please transcribe this recording of the lecture." The assistant wrote the
+words down, one sentence per line, with the time of each sentence: 00:01, 00:15, 00:42,
+01:07 and 02:30. Numbers like 1, 2, 3, 4, 5, 6, 7, 8, 9 and 10 were written as digits.
+
+Birds sing in the morning, a dog barks, a door closes, rain falls on the roof, and a car
+passes in the street. Can you hear the piano? Which instrument plays the melody? Is the
+speaker a man or a woman? How many people are talking? What language do they speak?
+I'm sure it's fine; we'll see, they've said, you'd think so, and it'll work.
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_to_unicode() -> dict[int, str]:
+    """Map every byte to a printable character, as GPT-2's byte-level BPE does."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    order, chars = list(printable), list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            order.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {
+        b: chr(c) for b, c in zip(order, chars, strict=True)
+    }  # insertion order = GPT-2 id order
+
+
+def _merge_word(word: list[str], pair: tuple[str, str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def _train_bpe(text: str, n_merges: int) -> list[tuple[str, str]]:
+    """Learn up to ``n_merges`` BPE merges; ties go to the lexicographically first pair."""
+    table = _byte_to_unicode()
+    pieces = Counter(
+        "".join(table[b] for b in piece.encode("utf-8")) for piece in _TRAIN_SPLIT.findall(text)
+    )
+    words = [list(w) for w in sorted(pieces)]
+    freq = [pieces[w] for w in sorted(pieces)]
+    counts: Counter[tuple[str, str]] = Counter()
+    where: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:], strict=False):
+            counts[pair] += freq[i]
+            where[pair].add(i)
+    heap = [(-c, p) for p, c in counts.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while heap and len(merges) < n_merges:
+        neg, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -neg:
+            continue  # stale entry; the current count was pushed again
+        merges.append(pair)
+        touched: set[tuple[str, str]] = set()
+        for i in sorted(where.pop(pair)):
+            old, words[i] = words[i], _merge_word(words[i], pair)
+            for p in zip(old, old[1:], strict=False):
+                counts[p] -= freq[i]
+                touched.add(p)
+            for p in zip(words[i], words[i][1:], strict=False):
+                counts[p] += freq[i]
+                where[p].add(i)
+                touched.add(p)
+        for p in sorted(touched):
+            if counts[p] > 0:
+                heapq.heappush(heap, (-counts[p], p))
+            else:
+                del counts[p]
+    return merges
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer() -> tuple[dict[str, int], tuple[str, ...]]:
+    """Return (BPE vocabulary token -> id, merges as "a b" strings), specials excluded."""
+    vocab = {ch: i for i, ch in enumerate(_byte_to_unicode().values())}
+    merges = _train_bpe(_CORPUS, N_MERGES)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    return vocab, tuple(f"{a} {b}" for a, b in merges)
+
+
+def special_token_ids() -> dict[str, int]:
+    """Return the tiny tokenizer's id for each special token (they follow the BPE vocab)."""
+    base = len(_tokenizer()[0])
+    return {tok: base + i for i, tok in enumerate(SPECIAL_TOKENS)}
+
+
+def tiny_vocab_size() -> int:
+    """Return the embedding rows: tokenizer size rounded up to a multiple of 64."""
+    n = len(_tokenizer()[0]) + len(SPECIAL_TOKENS)
+    return -(-n // 64) * 64
+
+
+def _added_token(content: str) -> dict[str, object]:
+    return {
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": True,
+    }
+
+
+def _tokenizer_files() -> dict[str, object]:
+    """Return file name -> JSON object or text for the tokenizer files."""
+    vocab, merges = _tokenizer()
+    specials = special_token_ids()
+    byte_level = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    tokenizer_json = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": i, **_added_token(t)} for t, i in specials.items()],
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": QWEN2_PRETOKENIZE_REGEX},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                {"type": "ByteLevel", **byte_level},
+            ],
+        },
+        "post_processor": {"type": "ByteLevel", **byte_level},
+        "decoder": {"type": "ByteLevel", **byte_level},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": "",
+            "end_of_word_suffix": "",
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": list(merges),
+        },
+    }
+    token_config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): _added_token(t) for t, i in specials.items()},
+        "additional_special_tokens": list(SPECIAL_TOKENS[1:]),
+        "bos_token": None,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": 32768,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }
+    special_map = {
+        "additional_special_tokens": list(SPECIAL_TOKENS[1:]),
+        "eos_token": {k: v for k, v in _added_token("<|im_end|>").items() if k != "special"},
+        "pad_token": {k: v for k, v in _added_token("<|endoftext|>").items() if k != "special"},
+    }
+    return {
+        "tokenizer.json": tokenizer_json,
+        "vocab.json": vocab,
+        "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n",
+        "tokenizer_config.json": token_config,
+        "special_tokens_map.json": special_map,
+        "chat_template.json": {"chat_template": CHAT_TEMPLATE},
+    }
+
+
+def _configs(dtype: str) -> dict[str, object]:
+    """Return file name -> JSON object for config, generation and preprocessor configs."""
+    ids = special_token_ids()
+    audio_config = {
+        "model_type": "qwen2_audio_encoder",
+        "num_mel_bins": AUDIO["mels"],
+        "encoder_layers": AUDIO["layers"],
+        "encoder_attention_heads": AUDIO["heads"],
+        "encoder_ffn_dim": AUDIO["ffn"],
+        "d_model": AUDIO["d_model"],
+        "max_source_positions": AUDIO["positions"],
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_function": "gelu",
+        "activation_dropout": 0.0,
+        "scale_embedding": False,
+        "init_std": 0.02,
+        "layerdrop": 0.0,
+    }
+    text_config = {
+        "model_type": "qwen2",
+        "vocab_size": tiny_vocab_size(),
+        "hidden_size": TEXT["hidden"],
+        "intermediate_size": TEXT["ffn"],
+        "num_hidden_layers": TEXT["layers"],
+        "num_attention_heads": TEXT["heads"],
+        "num_key_value_heads": TEXT["kv_heads"],
+        "max_position_embeddings": 8192,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-5,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": TEXT["layers"],
+        "attention_dropout": 0.0,
+        "torch_dtype": dtype,
+    }
+    config = {
+        "architectures": ["Qwen2AudioForConditionalGeneration"],
+        "model_type": "qwen2_audio",
+        "audio_token_index": ids["<|AUDIO|>"],
+        "ignore_index": -100,
+        "vocab_size": tiny_vocab_size(),
+        "tie_word_embeddings": False,
+        "torch_dtype": dtype,
+        "audio_config": audio_config,
+        "text_config": text_config,
+    }
+    generation = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": [ids["<|endoftext|>"], ids["<|im_end|>"]],
+        "pad_token_id": ids["<|endoftext|>"],
+        "do_sample": False,
+    }
+    preprocessor = {
+        "feature_extractor_type": "WhisperFeatureExtractor",
+        "processor_class": "Qwen2AudioProcessor",
+        "feature_size": AUDIO["mels"],
+        "sampling_rate": 16000,
+        "hop_length": 160,
+        "chunk_length": 30,
+        "n_fft": 400,
+        "n_samples": 480000,
+        "nb_max_frames": 3000,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "return_attention_mask": True,
+    }
+    return {
+        "config.json": config,
+        "generation_config.json": generation,
+        "preprocessor_config.json": preprocessor,
+    }
+
+
+def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
+    """Return Whisper's fixed sinusoidal position table, shape (length, channels), float32.
+
+    Computed in float64 and rounded once, so the bytes do not depend on the platform's
+    float32 sin/exp.
+    """
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = np.exp(-increment * np.arange(channels // 2, dtype=np.float64))
+    scaled = np.arange(length, dtype=np.float64)[:, None] * inv_timescales[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+def _weights(seed: int) -> dict[str, np.ndarray]:
+    """Return every tensor of the checkpoint (float32), named as on the hub."""
+    rng = np.random.default_rng(seed)
+    w: dict[str, np.ndarray] = {}
+
+    def normal(name: str, shape: tuple[int, ...], std: float, mean: float = 0.0) -> None:
+        w[name] = (mean + std * rng.standard_normal(shape)).astype(np.float32)
+
+    def linear(name: str, n_out: int, n_in: int, bias: bool = True) -> None:
+        normal(f"{name}.weight", (n_out, n_in), 1.0 / math.sqrt(n_in))
+        if bias:
+            normal(f"{name}.bias", (n_out,), 0.05)
+
+    def norm(name: str, n: int, bias: bool = True) -> None:
+        normal(f"{name}.weight", (n,), 0.05, mean=1.0)
+        if bias:
+            normal(f"{name}.bias", (n,), 0.05)
+
+    d, mels, h = AUDIO["d_model"], AUDIO["mels"], TEXT["hidden"]
+    at = "audio_tower"
+    normal(f"{at}.conv1.weight", (d, mels, 3), 1.0 / math.sqrt(mels * 3))
+    normal(f"{at}.conv1.bias", (d,), 0.05)
+    normal(f"{at}.conv2.weight", (d, d, 3), 1.0 / math.sqrt(d * 3))
+    normal(f"{at}.conv2.bias", (d,), 0.05)
+    w[f"{at}.embed_positions.weight"] = whisper_sinusoids(AUDIO["positions"], d)
+    for i in range(AUDIO["layers"]):
+        p = f"{at}.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            linear(f"{p}.self_attn.{proj}", d, d, bias=proj != "k_proj")
+        norm(f"{p}.self_attn_layer_norm", d)
+        linear(f"{p}.fc1", AUDIO["ffn"], d)
+        linear(f"{p}.fc2", d, AUDIO["ffn"])
+        norm(f"{p}.final_layer_norm", d)
+    norm(f"{at}.layer_norm", d)
+    linear("multi_modal_projector.linear", h, d)
+
+    lm = "language_model.model"
+    normal(f"{lm}.embed_tokens.weight", (tiny_vocab_size(), h), 0.25)
+    for i in range(TEXT["layers"]):
+        p = f"{lm}.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            linear(f"{p}.self_attn.{proj}", h, h)
+        linear(f"{p}.self_attn.o_proj", h, h, bias=False)
+        linear(f"{p}.mlp.gate_proj", TEXT["ffn"], h, bias=False)
+        linear(f"{p}.mlp.up_proj", TEXT["ffn"], h, bias=False)
+        linear(f"{p}.mlp.down_proj", h, TEXT["ffn"], bias=False)
+        norm(f"{p}.input_layernorm", h, bias=False)
+        norm(f"{p}.post_attention_layernorm", h, bias=False)
+    norm(f"{lm}.norm", h, bias=False)
+    linear("language_model.lm_head", tiny_vocab_size(), h, bias=False)
+    return w
+
+
+def _split_shards(w: dict[str, np.ndarray], shards: int) -> list[list[str]]:
+    """Split names (sorted) into ``shards`` non-empty runs of roughly equal bytes."""
+    names = sorted(w)
+    total = sum(w[n].nbytes for n in names)
+    groups: list[list[str]] = [[]]
+    done = 0
+    for idx, name in enumerate(names):
+        left_names, left_groups = len(names) - idx, shards - len(groups)
+        full = done >= total * len(groups) / shards
+        if groups[-1] and left_groups > 0 and (full or left_names == left_groups):
+            groups.append([])
+        groups[-1].append(name)
+        done += w[name].nbytes
+    return groups
+
+
+def _write_weights(out: Path, w: dict[str, np.ndarray], dtype: str, shards: int) -> None:
+    if dtype == "float16":
+        w = {k: v.astype(np.float16) for k, v in w.items()}
+    bf16, meta = dtype == "bfloat16", {"format": "pt"}
+    if shards == 1:
+        write_safetensors(out / "model.safetensors", w, meta, bf16=bf16)
+        return
+    weight_map: dict[str, str] = {}
+    for k, names in enumerate(_split_shards(w, shards), start=1):
+        fname = f"model-{k:05d}-of-{shards:05d}.safetensors"
+        write_safetensors(out / fname, {n: w[n] for n in names}, meta, bf16=bf16)
+        weight_map.update(dict.fromkeys(names, fname))
+    item = 2 if dtype != "float32" else 4
+    index: dict[str, object] = {"metadata": {"total_size": sum(v.size * item for v in w.values())}}
+    index["weight_map"] = weight_map
+    _dump(out / "model.safetensors.index.json", index)
+
+
+def _dump(path: Path, obj: object) -> None:
+    if isinstance(obj, str):
+        path.write_text(obj, encoding="utf-8", newline="\n")
+        return
+    sort = path.name != "tokenizer.json"  # keep tokenizer.json in the order HF writes it
+    text = json.dumps(obj, indent=2, sort_keys=sort, ensure_ascii=False)
+    path.write_text(text + "\n", encoding="utf-8", newline="\n")
+
+
+def make_tiny_checkpoint(
+    out_dir: str | Path, *, seed: int = 0, dtype: str = "float32", shards: int = 1
+) -> Path:
+    """Write a tiny random Qwen2-Audio checkpoint in Hugging Face layout.
+
+    Args:
+        out_dir: The directory to write into (created if missing; files are overwritten).
+        seed: Seed for the random weights; the same seed gives byte-identical files.
+        dtype: Stored weight type: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        shards: Number of safetensors files; above 1 they are named
+            ``model-0000k-of-0000n.safetensors`` with a ``model.safetensors.index.json``.
+
+    Returns:
+        ``out_dir`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ConversionError: If ``dtype`` or ``shards`` is not valid.
+    """
+    out = Path(out_dir)
+    if dtype not in DTYPES:
+        raise ConversionError(
+            f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}", path=str(out)
+        )
+    weights = _weights(seed)
+    if not 1 <= shards <= len(weights):
+        raise ConversionError(
+            f"shards must be between 1 and {len(weights)}, not {shards}", path=str(out)
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name, obj in {**_configs(dtype), **_tokenizer_files()}.items():
+        _dump(out / name, obj)
+    _write_weights(out, weights, dtype, shards)
+    return out
