@@ -1,0 +1,58 @@
+"""Shared fixtures: isolated user state, and the tiny Qwen2-Audio as real GGUF files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qaudio_local.config import SAMPLE_RATE
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Point every user-state location into a temporary folder; forbid the network hub."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("QAUDIO_HOME", str(home / "qaudio"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.delenv("QAUDIO_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic Qwen2-Audio checkpoint (Hugging Face layout, float32)."""
+    from qaudio_local.tiny import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-qwen2-audio")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(text model, projector) GGUF pair converted from the tiny checkpoint, f32."""
+    from qaudio_local.convert import convert_checkpoint
+
+    res = convert_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("gguf"), outtype="f32")
+    return res.model_path, res.mmproj_path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_gguf: tuple[Path, Path]) -> Iterator[object]:
+    """The tiny model loaded once through llama.cpp (CPU, 2048-token context)."""
+    from qaudio_local.runtime import AudioModel, ModelOptions
+
+    with AudioModel(*tiny_gguf, ModelOptions(n_ctx=2048, n_threads=2)) as model:
+        yield model
+
+
+def tone(
+    seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, amplitude: float = 0.3
+) -> np.ndarray:
+    """A sine tone, float32."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
