@@ -1,0 +1,70 @@
+"""qaudio-local: Qwen2-Audio on consumer hardware through llama.cpp.
+
+The public API; importing it does not load llama.cpp (that happens when a model
+is created).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioModel",
+    "Chunk",
+    "Generation",
+    "Message",
+    "ModelOptions",
+    "Result",
+    "SamplingOptions",
+    "Timings",
+    "Usage",
+    "__version__",
+    "convert_checkpoint",
+    "load_audio",
+    "user",
+]
+
+if TYPE_CHECKING:
+    from .audio import load_audio
+    from .convert import convert_checkpoint
+    from .prompt import Message, user
+    from .runtime import (
+        AudioModel,
+        Chunk,
+        Generation,
+        ModelOptions,
+        Result,
+        SamplingOptions,
+        Timings,
+        Usage,
+    )
+
+_LAZY = {
+    "load_audio": ".audio",
+    "convert_checkpoint": ".convert",
+    "Message": ".prompt",
+    "user": ".prompt",
+    **{
+        n: ".runtime"
+        for n in (
+            "AudioModel",
+            "Chunk",
+            "Generation",
+            "ModelOptions",
+            "Result",
+            "SamplingOptions",
+            "Timings",
+            "Usage",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'qaudio_local' has no attribute {name!r}")

@@ -1,0 +1,184 @@
+"""The runtime, through the real llama.cpp bindings on the tiny model (nothing mocked)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qaudio_local.errors import ContextOverflowError, InvalidAudioError, RuntimeBackendError
+from qaudio_local.prompt import Message, user
+from qaudio_local.runtime import AudioModel, ModelOptions, SamplingOptions
+from qaudio_local.tiny import special_token_ids
+
+from .conftest import tone
+
+GREEDY8 = SamplingOptions(max_tokens=8, stop_at_end_of_turn=False)
+
+
+def test_stream_yields_typed_chunks_and_a_result(tiny_model: AudioModel) -> None:
+    gen = tiny_model.stream("What is this?", [tone(1.0)], sampling=GREEDY8)
+    chunks = list(gen)
+    res = gen.result
+    assert res is not None
+    assert [c.token for c in chunks if c.token >= 0] == list(res.tokens)
+    assert "".join(c.text for c in chunks) == res.text
+    assert res.text == tiny_model.detokenize(res.tokens)
+    assert res.finish_reason == "length"
+    assert res.usage.completion_tokens == 8
+    assert res.usage.audio_seconds == pytest.approx(1.0)
+    t = res.timings
+    assert t.encode_ms > 0 and t.prefill_ms > 0 and t.decode_ms > 0
+    assert t.decode_tokens_per_s > 0
+    d = res.to_dict()
+    assert set(d) == {"text", "finish_reason", "usage", "timings"}
+
+
+def test_greedy_is_deterministic(tiny_model: AudioModel) -> None:
+    a = tiny_model.generate("Transcribe.", [tone(2.0, 300)], sampling=GREEDY8)
+    b = tiny_model.generate("Transcribe.", [tone(2.0, 300)], sampling=GREEDY8)
+    assert a.tokens == b.tokens and a.text == b.text
+
+
+def test_audio_reaches_the_text_model(tiny_model: AudioModel) -> None:
+    rng = np.random.default_rng(1)
+    a = tiny_model.prompt_logits("Describe.", [tone(1.0, 200)])
+    b = tiny_model.prompt_logits("Describe.", [(0.5 * rng.standard_normal(16000)).astype("f4")])
+    c = tiny_model.prompt_logits("Describe.", [tone(1.0, 200)])
+    assert a.shape == (768,) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, c)
+    assert np.abs(a - b).max() > 1e-3
+    res = tiny_model.generate("Describe.", [tone(1.0, 200)], sampling=GREEDY8)
+    assert res.tokens[0] == int(np.argmax(a))
+
+
+def test_prompt_accounting(tiny_model: AudioModel) -> None:
+    """prompt tokens = text tokens of the chat prompt + audio tokens from the encoder."""
+    res = tiny_model.generate("Hi", [tone(1.0)], sampling=GREEDY8)
+    text = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "Audio 1: <|audio_bos|><|audio_eos|>\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    n_text = len(tiny_model.tokenize(text))
+    assert res.usage.prompt_tokens == n_text + res.usage.audio_tokens
+    # llama.cpp's own audio path pads every clip to a 30 s window: 750 tokens.
+    assert res.usage.audio_tokens == 750
+
+
+def test_several_audios_and_voice_chat(tiny_model: AudioModel) -> None:
+    two = tiny_model.generate("Compare.", [tone(1.0), tone(1.0, 880)], sampling=GREEDY8)
+    assert two.usage.audio_tokens == 2 * 750
+    voice = tiny_model.generate("", [tone(1.0)], sampling=GREEDY8)
+    assert voice.usage.audio_tokens == 750
+    assert voice.usage.prompt_tokens < two.usage.prompt_tokens
+    text_only = tiny_model.generate("Say something.", sampling=GREEDY8)
+    assert text_only.usage.audio_tokens == 0 and text_only.usage.completion_tokens == 8
+
+
+def test_multi_turn_messages(tiny_model: AudioModel) -> None:
+    msgs = [
+        Message("system", ("Be brief.",)),
+        user(tone(0.5), "What?"),
+        Message("assistant", ("A tone.",)),
+        user("Louder?"),
+    ]
+    res = tiny_model.generate(messages=msgs, sampling=GREEDY8)
+    assert res.usage.audio_tokens == 750
+    assert res.usage.completion_tokens == 8
+
+
+def test_sampling_is_seeded(tiny_model: AudioModel) -> None:
+    def run(seed: int) -> tuple[int, ...]:
+        s = SamplingOptions(
+            temperature=1.5,
+            top_k=50,
+            top_p=0.95,
+            seed=seed,
+            max_tokens=12,
+            stop_at_end_of_turn=False,
+            repetition_penalty=1.1,
+        )
+        return tiny_model.generate("Hi", [tone(0.5)], sampling=s).tokens
+
+    assert run(7) == run(7)
+    assert len({run(1), run(2), run(3)}) > 1
+
+
+def test_stop_at_end_of_turn(tiny_model: AudioModel) -> None:
+    """Greedy decoding stops on <|im_end|> when the model emits it, not otherwise."""
+    eog = {special_token_ids()["<|im_end|>"], special_token_ids()["<|endoftext|>"]}
+    free = tiny_model.generate(
+        "Hi", [tone(1.0)], sampling=SamplingOptions(max_tokens=64, stop_at_end_of_turn=False)
+    )
+    stopping = tiny_model.generate("Hi", [tone(1.0)], sampling=SamplingOptions(max_tokens=64))
+    first_eog = next((i for i, t in enumerate(free.tokens) if t in eog), None)
+    if first_eog is None:
+        assert stopping.finish_reason == "length" and stopping.tokens == free.tokens
+    else:
+        assert stopping.finish_reason == "stop"
+        assert stopping.tokens == free.tokens[:first_eog]
+
+
+def test_context_overflow_is_refused(tiny_gguf) -> None:
+    with AudioModel(*tiny_gguf, ModelOptions(n_ctx=256, n_threads=2)) as model:
+        with pytest.raises(ContextOverflowError, match="--n-ctx") as err:
+            model.generate("Hi", [tone(1.0)], sampling=GREEDY8)
+        assert err.value.n_ctx == 256 and err.value.n_prompt > 750
+        # the model still works for what fits
+        assert model.generate("Hi", sampling=GREEDY8).usage.completion_tokens == 8
+
+
+def test_generation_stops_when_the_context_is_full(tiny_gguf) -> None:
+    with AudioModel(*tiny_gguf, ModelOptions(n_ctx=800, n_threads=2)) as model:
+        sampling = SamplingOptions(max_tokens=2000, stop_at_end_of_turn=False)
+        res = model.generate("Hi", [tone(1.0)], sampling=sampling)
+        n_ctx = model.n_ctx  # llama.cpp may round the requested size up
+    assert 800 <= n_ctx < 2000
+    assert res.finish_reason == "length"
+    assert res.usage.prompt_tokens + res.usage.completion_tokens == n_ctx
+
+
+@pytest.mark.parametrize(
+    ("audio", "match"),
+    [
+        (np.zeros((2, 100), np.float32), "1-D"),
+        (np.zeros(0, np.float32), "empty"),
+        (np.array([0.0, np.nan], np.float32), "NaN"),
+        (np.arange(10), "float"),
+    ],
+)
+def test_invalid_audio_arrays(tiny_model: AudioModel, audio: np.ndarray, match: str) -> None:
+    with pytest.raises(InvalidAudioError, match=match):
+        tiny_model.stream("Hi", [audio])
+
+
+def test_close_is_idempotent_and_final(tiny_gguf) -> None:
+    model = AudioModel(*tiny_gguf, ModelOptions(n_ctx=1024, n_threads=1))
+    model.close()
+    model.close()
+    with pytest.raises(RuntimeBackendError, match="closed"):
+        model.generate("Hi")
+
+
+def test_sampling_options_are_validated() -> None:
+    for bad in (
+        {"temperature": -1},
+        {"top_p": 0},
+        {"top_k": -1},
+        {"max_tokens": 0},
+        {"repetition_penalty": 0},
+    ):
+        with pytest.raises(ValueError):
+            SamplingOptions(**bad)  # type: ignore[arg-type]
+
+
+def test_tokenizer_matches_transformers(tiny_model: AudioModel, tiny_checkpoint) -> None:
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(tiny_checkpoint))
+    for text in [
+        "Hello world",
+        "What does the person say?",
+        "  spaces\n\nand lines 123",
+        "<|im_start|>user\nAudio 1: hi<|im_end|>",
+        "naïve café — 東京 🙂",
+    ]:
+        assert tiny_model.tokenize(text) == hf.encode(text), text
