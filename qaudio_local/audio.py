@@ -27,6 +27,7 @@ import soundfile as sf
 import soxr
 
 from qaudio_local.config import SAMPLE_RATE
+from qaudio_local.cstderr import quiet_c_stderr
 from qaudio_local.errors import (
     AudioDecodeError,
     AudioFileNotFoundError,
@@ -270,13 +271,16 @@ def _decode(sf_input: Any, desc: str, target: int) -> AudioClip:
         InvalidAudioError: It holds NaN or infinite samples.
     """
     try:
-        with sf.SoundFile(sf_input) as f:
+        with quiet_c_stderr(), sf.SoundFile(sf_input) as f:
             rate, channels = int(f.samplerate), int(f.channels)
             samples = _read_mono(f, desc, rate, target)
     except QAudioError:
         raise
     except (RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
         reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
+        if "does not exist" in reason or "not a regular file" in reason:
+            # libsndfile's wording when a file's content is not a format it knows
+            reason = "not a valid audio file, or an unsupported format or codec"
         raise AudioDecodeError(_decode_message(desc, reason), source=desc) from exc
     return AudioClip(samples, target, desc, rate, channels)
 

@@ -164,16 +164,62 @@ def check_projector(path: str | Path) -> ProjectorInfo:
     for needed in ("a.conv1d.1.weight", "a.conv1d.2.weight", "mm.a.fc.weight"):
         if needed not in tensors:
             raise ModelFileError(f"{p} lacks tensor {needed}; it is incomplete", path=str(p))
-    fc_out = int(tensors["mm.a.fc.weight"].shape[-1])  # ggml order: (n_in, n_out)
-    if fc_out != int(dim):
-        raise ModelFileError(
-            f"{p} is inconsistent: its projector outputs {fc_out} values but "
-            f"its metadata says {dim}; convert it again",
-            path=str(p),
-        )
+    _check_projector_shapes(p, reader, tensors, int(dim), int(mels))
     return ProjectorInfo(
         path=p, projector_type=str(ptype), projection_dim=int(dim), n_mels=int(mels)
     )
+
+
+def _check_projector_shapes(
+    p: Path, reader: Any, tensors: dict[str, Any], dim: int, mels: int
+) -> None:
+    """Compare the encoder's metadata with its tensor shapes.
+
+    llama.cpp trusts the metadata and aborts the process (GGML_ASSERT) when the tensors
+    disagree, so a mismatch is refused here.
+    """
+
+    def meta(key: str) -> int:
+        value = _value(reader, f"clip.audio.{key}")
+        if value is None:
+            raise ModelFileError(f"{p} lacks clip.audio.{key}; convert it again", path=str(p))
+        return int(value)
+
+    d, heads, ffn, n_layer = (
+        meta("embedding_length"),
+        meta("attention.head_count"),
+        meta("feed_forward_length"),
+        meta("block_count"),
+    )
+    if heads <= 0 or d % heads:
+        raise ModelFileError(
+            f"{p} is inconsistent: width {d} is not divisible into {heads} "
+            "attention heads; convert it again",
+            path=str(p),
+        )
+    # ggml order (ne0, ne1, ...): the reverse of PyTorch's
+    expected: dict[str, tuple[int, ...]] = {
+        "a.conv1d.1.weight": (3, mels, d),
+        "a.conv1d.2.weight": (3, d, d),
+        "a.position_embd.weight": (d, -1),
+        "mm.a.fc.weight": (d, dim),
+    }
+    for i in range(n_layer):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            expected[f"a.blk.{i}.{name}.weight"] = (d, d)
+        expected[f"a.blk.{i}.ffn_up.weight"] = (d, ffn)
+        expected[f"a.blk.{i}.ffn_down.weight"] = (ffn, d)
+    for name, shape in expected.items():
+        t = tensors.get(name)
+        if t is None:
+            raise ModelFileError(f"{p} lacks tensor {name}; it is incomplete", path=str(p))
+        got = tuple(int(x) for x in t.shape)
+        if len(got) != len(shape) or any(e not in (-1, g) for e, g in zip(shape, got, strict=True)):
+            raise ModelFileError(
+                f"{p} is inconsistent: tensor {name} has shape {got} but its "
+                f"metadata implies {shape}; convert it again",
+                path=str(p),
+            )
 
 
 def check_pair(model: TextModelInfo, projector: ProjectorInfo) -> None:

@@ -27,13 +27,16 @@ from typing import Any
 import numpy as np
 
 from .backend import llama_modules, recent_errors
-from .config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
+from .config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, N_FFT, SAMPLE_RATE
 from .errors import ContextOverflowError, InvalidAudioError, RuntimeBackendError
 from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .prompt import Message, render, user
 
 CHUNK_TYPE_TEXT = 0  # mtmd_input_chunk_type
 CHUNK_TYPE_AUDIO = 2
+# libmtmd aborts the process on a 1-sample buffer and zero-pads anything shorter than
+# n_fft/2 + 1 samples itself; padding here to that length changes nothing else.
+MIN_MTMD_SAMPLES = N_FFT // 2 + 1
 
 
 @dataclass(frozen=True)
@@ -388,7 +391,11 @@ class AudioModel:
     def _tokenize(self, text: str, audios: list[np.ndarray]) -> Any:
         mtmd = self._mtmd
         bitmaps = []
-        for arr in audios:
+        for clip in audios:
+            arr = clip
+            if arr.size < MIN_MTMD_SAMPLES:
+                arr = np.zeros(MIN_MTMD_SAMPLES, np.float32)
+                arr[: clip.size] = clip
             bmp = mtmd.mtmd_bitmap_init_from_audio(
                 arr.size, arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             )

@@ -64,6 +64,14 @@ def test_prompt_accounting(tiny_model: AudioModel) -> None:
     assert res.usage.audio_tokens == 750
 
 
+@pytest.mark.parametrize("n_samples", [1, 2, 200, 201, 400])
+def test_very_short_audio(tiny_model: AudioModel, n_samples: int) -> None:
+    """libmtmd aborts the process on a 1-sample buffer; the runtime must not let it."""
+    res = tiny_model.generate("Hi", [np.full(n_samples, 0.1, np.float32)], sampling=GREEDY8)
+    assert res.usage.audio_tokens == 750 and res.usage.completion_tokens == 8
+    assert res.usage.audio_seconds == pytest.approx(n_samples / 16000, abs=1e-3)
+
+
 def test_several_audios_and_voice_chat(tiny_model: AudioModel) -> None:
     two = tiny_model.generate("Compare.", [tone(1.0), tone(1.0, 880)], sampling=GREEDY8)
     assert two.usage.audio_tokens == 2 * 750

@@ -1,0 +1,104 @@
+"""The ``qaudio`` command line: parse, call the library, render.
+
+Errors are printed as one line (``error: ...``) with exit code 2 for bad input
+and 1 for failures; ``--debug`` or ``QAUDIO_DEBUG=1`` adds the traceback and
+llama.cpp's own log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .config import debug_enabled
+from .errors import (
+    AudioError,
+    AudioFileNotFoundError,
+    CheckpointNotFoundError,
+    ContextOverflowError,
+    ConversionError,
+    DependencyMissingError,
+    ModelFileError,
+    ModelFileNotFoundError,
+    QAudioError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# exception type -> exit code; the first match wins.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (AudioFileNotFoundError, 2),
+    (AudioError, 2),
+    (ModelFileNotFoundError, 2),
+    (ModelFileError, 2),
+    (CheckpointNotFoundError, 2),
+    (ConversionError, 2),
+    (ContextOverflowError, 2),
+    (DependencyMissingError, 1),
+    (QAudioError, 1),
+    (ValueError, 2),
+    (OSError, 1),
+)
+
+
+def _debug(ctx: click.Context | None) -> bool:
+    obj = ctx.find_root().obj if ctx is not None else None
+    return bool(obj and obj.get("debug")) or debug_enabled()
+
+
+def handle_errors(func: F) -> F:
+    """Turn library errors into one clean line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BrokenPipeError:
+            # the reader went away (e.g. `| head`): stop quietly, as other tools do
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\nerror: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if _debug(click.get_current_context(silent=True)):
+                traceback.print_exc()
+            code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
+            msg = (
+                str(exc)
+                if isinstance(exc, QAudioError | ValueError | OSError)
+                else (f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+            )
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qaudio")
+@click.option("--debug", is_flag=True, help="Show tracebacks and llama.cpp's log on stderr.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Run Qwen2-Audio locally: transcribe, translate, or ask about speech, sound and music.
+
+    Start with `qaudio selftest` to check the install, then `qaudio run AUDIO ...`.
+    """
+    ctx.obj = {"debug": debug}
+    if debug or debug_enabled():
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+from . import cli_commands  # noqa: E402,F401  (registers the subcommands)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the whole check: lint, format, types, tests.
+# This is the command README.md gives and .ci/run calls.
+#   bash scripts/test.sh            # everything but benchmarks
+#   bash scripts/test.sh -k audio   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${QAUDIO_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minutes)"
+"$PY" -m pip install -q --upgrade pip
+# Reference stack for the parity tests: a CPU build of torch, pinned so pip never
+# pulls a multi-GB GPU build, then transformers.
+"$PY" -m pip install -q "torch==2.13.0"
+"$PY" -m pip install -q -e ".[test,parity]"
+echo "== ruff"
+"$VENV/bin/ruff" check qaudio_local tests scripts
+"$VENV/bin/ruff" format --check qaudio_local tests scripts
+echo "== mypy"
+"$VENV/bin/mypy" qaudio_local
+echo "== pytest"
+"$PY" -m pytest -q "$@"
