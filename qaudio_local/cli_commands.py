@@ -90,6 +90,14 @@ _PATH = click.Path(path_type=Path)
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads (default: all cores)."
 )
 @click.option("--no-mmproj-gpu", is_flag=True, help="Keep the audio encoder on the CPU.")
+@click.option(
+    "--audio-path",
+    type=click.Choice(["faithful", "mtmd"]),
+    default="faithful",
+    show_default=True,
+    help="faithful: reference-exact audio (25 tokens/s, padding masked); "
+    "mtmd: llama.cpp's own path (every clip padded to 30 s windows), for comparison.",
+)
 @handle_errors
 def run(
     audio: tuple[str, ...],
@@ -108,6 +116,7 @@ def run(
     n_gpu_layers: int,
     threads: int | None,
     no_mmproj_gpu: bool,
+    audio_path: str,
 ) -> None:
     """Answer a prompt about one or more AUDIO files, streaming the answer to stdout.
 
@@ -127,7 +136,11 @@ def run(
         max_tokens=max_tokens,
     )
     options = ModelOptions(
-        n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, n_threads=threads, mmproj_on_gpu=not no_mmproj_gpu
+        n_gpu_layers=n_gpu_layers,
+        n_ctx=n_ctx,
+        n_threads=threads,
+        mmproj_on_gpu=not no_mmproj_gpu,
+        audio_path=audio_path,
     )
     with AudioModel(model_file, mmproj_file, options) as model:
         gen = model.stream(prompt, clips, sampling=sampling, system_prompt=system_prompt)

@@ -43,11 +43,28 @@ def tiny_gguf(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_gguf: tuple[Path, Path]) -> Iterator[object]:
-    """The tiny model loaded once through llama.cpp (CPU, 2048-token context)."""
+    """The tiny model loaded once through llama.cpp (CPU, 2048-token context, faithful audio)."""
     from qaudio_local.runtime import AudioModel, ModelOptions
 
     with AudioModel(*tiny_gguf, ModelOptions(n_ctx=2048, n_threads=2)) as model:
         yield model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_mtmd(tiny_gguf: tuple[Path, Path]) -> Iterator[object]:
+    """The tiny model with llama.cpp's own (libmtmd) audio path."""
+    from qaudio_local.runtime import AudioModel, ModelOptions
+
+    opts = ModelOptions(n_ctx=2048, n_threads=2, audio_path="mtmd")
+    with AudioModel(*tiny_gguf, opts) as model:
+        yield model
+
+
+@pytest.fixture(params=["faithful", "mtmd"])
+def any_model(request: pytest.FixtureRequest) -> object:
+    """Each audio path in turn."""
+    name = "tiny_model" if request.param == "faithful" else "tiny_model_mtmd"
+    return request.getfixturevalue(name)
 
 
 def tone(

@@ -22,14 +22,15 @@ from click.testing import CliRunner, Result
 
 from qaudio_local.cli import main
 from qaudio_local.config import SAMPLE_RATE
+from qaudio_local.windows import audio_token_count
 
 from .conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CLIP = REPO / "examples" / "tone_chirp.wav"
 MAX_TOKENS = 8
-# llama.cpp pads every clip to a 30 s window of 750 audio tokens (see DESIGN.md).
-TOKENS_PER_WINDOW = 750
+# The default (faithful) audio path gives the reference's 25 tokens per second.
+TOKENS_PER_SECOND = 25
 Pair = tuple[Path, Path]
 
 
@@ -336,7 +337,8 @@ def test_run_json_has_text_usage_and_timings(tiny_gguf: Pair) -> None:
     usage = data["usage"]
     assert set(usage) == {"audio_seconds", "audio_tokens", "prompt_tokens", "completion_tokens"}
     assert usage["audio_seconds"] == pytest.approx(sf.info(str(EXAMPLE_CLIP)).duration, abs=0.01)
-    assert usage["audio_tokens"] == TOKENS_PER_WINDOW
+    assert usage["audio_tokens"] == audio_token_count(sf.info(str(EXAMPLE_CLIP)).frames)
+    assert usage["audio_tokens"] == 3 * TOKENS_PER_SECOND
     assert usage["prompt_tokens"] > usage["audio_tokens"]  # plus system, prompt, markers
     assert data["finish_reason"] in {"stop", "length"}
     if data["finish_reason"] == "length":
@@ -396,7 +398,7 @@ def test_run_two_clips_give_more_audio_tokens(tiny_gguf: Pair, tmp_path: Path) -
     one = run_json(tiny_gguf, EXAMPLE_CLIP)
     two = run_json(tiny_gguf, EXAMPLE_CLIP, other)
     assert two["usage"]["audio_tokens"] > one["usage"]["audio_tokens"]
-    assert two["usage"]["audio_tokens"] == 2 * TOKENS_PER_WINDOW
+    assert two["usage"]["audio_tokens"] == one["usage"]["audio_tokens"] + TOKENS_PER_SECOND
     assert two["usage"]["prompt_tokens"] > one["usage"]["prompt_tokens"]
     assert two["usage"]["audio_seconds"] == pytest.approx(
         one["usage"]["audio_seconds"] + 1.0, abs=0.01
@@ -516,6 +518,7 @@ def _bad_run_case(kind: str, tmp: Path, pair: Pair) -> tuple[list[str], int, str
         mmproj = _mmproj_for_another_model(mmproj, tmp / "narrow.gguf")
         code, wording = 2, "expects 256"
     elif kind == "context-overflow":
+        clip = write_clip(tmp / "long.wav", 15.0, SAMPLE_RATE)  # 375 audio tokens
         extra, code, wording = ("--n-ctx", "256"), 2, "--n-ctx"
     else:  # pragma: no cover
         raise AssertionError(kind)
@@ -597,12 +600,14 @@ def test_run_extreme_lengths(tiny_gguf: Pair, tmp_path: Path, samples: int) -> N
     assert proc.returncode == 0, explain(proc)
     usage = json.loads(proc.stdout)["usage"]
     assert usage["audio_seconds"] == pytest.approx(samples / SAMPLE_RATE, abs=1e-3)
-    windows = -(-samples // (30 * SAMPLE_RATE))  # every started 30 s window
-    assert usage["audio_tokens"] == windows * TOKENS_PER_WINDOW
+    # 1 sample: too short for one token; 31 s: a 750-token window + 1 s (25 tokens)
+    assert usage["audio_tokens"] == audio_token_count(samples)
+    assert usage["audio_tokens"] == {1: 0, 31 * SAMPLE_RATE: 775}[samples]
 
 
-def test_context_overflow_names_the_size_needed(tiny_gguf: Pair) -> None:
-    result = invoke(*run_args(tiny_gguf, EXAMPLE_CLIP, extra=("--n-ctx", "256")))
+def test_context_overflow_names_the_size_needed(tiny_gguf: Pair, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "long.wav", 15.0, SAMPLE_RATE)
+    result = invoke(*run_args(tiny_gguf, clip, extra=("--n-ctx", "256")))
     assert result.exit_code == 2
     line = error_line(result.stderr)
     assert "context holds 256" in line

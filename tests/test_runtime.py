@@ -15,7 +15,8 @@ from .conftest import tone
 GREEDY8 = SamplingOptions(max_tokens=8, stop_at_end_of_turn=False)
 
 
-def test_stream_yields_typed_chunks_and_a_result(tiny_model: AudioModel) -> None:
+def test_stream_yields_typed_chunks_and_a_result(any_model: AudioModel) -> None:
+    tiny_model = any_model
     gen = tiny_model.stream("What is this?", [tone(1.0)], sampling=GREEDY8)
     chunks = list(gen)
     res = gen.result
@@ -33,13 +34,14 @@ def test_stream_yields_typed_chunks_and_a_result(tiny_model: AudioModel) -> None
     assert set(d) == {"text", "finish_reason", "usage", "timings"}
 
 
-def test_greedy_is_deterministic(tiny_model: AudioModel) -> None:
-    a = tiny_model.generate("Transcribe.", [tone(2.0, 300)], sampling=GREEDY8)
-    b = tiny_model.generate("Transcribe.", [tone(2.0, 300)], sampling=GREEDY8)
+def test_greedy_is_deterministic(any_model: AudioModel) -> None:
+    a = any_model.generate("Transcribe.", [tone(2.0, 300)], sampling=GREEDY8)
+    b = any_model.generate("Transcribe.", [tone(2.0, 300)], sampling=GREEDY8)
     assert a.tokens == b.tokens and a.text == b.text
 
 
-def test_audio_reaches_the_text_model(tiny_model: AudioModel) -> None:
+def test_audio_reaches_the_text_model(any_model: AudioModel) -> None:
+    tiny_model = any_model
     rng = np.random.default_rng(1)
     a = tiny_model.prompt_logits("Describe.", [tone(1.0, 200)])
     b = tiny_model.prompt_logits("Describe.", [(0.5 * rng.standard_normal(16000)).astype("f4")])
@@ -51,34 +53,55 @@ def test_audio_reaches_the_text_model(tiny_model: AudioModel) -> None:
     assert res.tokens[0] == int(np.argmax(a))
 
 
-def test_prompt_accounting(tiny_model: AudioModel) -> None:
+def _tokens_per_clip(model: AudioModel, seconds: float) -> int:
+    """Faithful: 25 per second (the reference); mtmd: 750 per started 30 s window."""
+    if model.options.audio_path == "mtmd":
+        return 750 * (int(seconds // 30) + 1)
+    return int(round(seconds * 25))
+
+
+def test_prompt_accounting(any_model: AudioModel) -> None:
     """prompt tokens = text tokens of the chat prompt + audio tokens from the encoder."""
-    res = tiny_model.generate("Hi", [tone(1.0)], sampling=GREEDY8)
+    res = any_model.generate("Hi", [tone(1.0)], sampling=GREEDY8)
     text = (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "Audio 1: <|audio_bos|><|audio_eos|>\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
-    n_text = len(tiny_model.tokenize(text))
+    n_text = len(any_model.tokenize(text))
     assert res.usage.prompt_tokens == n_text + res.usage.audio_tokens
-    # llama.cpp's own audio path pads every clip to a 30 s window: 750 tokens.
-    assert res.usage.audio_tokens == 750
+    assert res.usage.audio_tokens == _tokens_per_clip(any_model, 1.0)
 
 
-@pytest.mark.parametrize("n_samples", [1, 2, 200, 201, 400])
-def test_very_short_audio(tiny_model: AudioModel, n_samples: int) -> None:
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 5.0, 29.9, 30.0, 45.0])
+def test_audio_token_counts(any_model: AudioModel, seconds: float) -> None:
+    """The faithful path gives the reference's 25 tokens/s per 30 s window; mtmd pads."""
+    res = any_model.generate("Hi", [tone(seconds)], sampling=SamplingOptions(max_tokens=1))
+    expected = {0.5: 12, 1.0: 25, 5.0: 125, 29.9: 747, 30.0: 750, 45.0: 1125}[seconds]
+    if any_model.options.audio_path == "mtmd":
+        expected = _tokens_per_clip(any_model, seconds)
+    assert res.usage.audio_tokens == expected
+
+
+@pytest.mark.parametrize("n_samples", [1, 2, 200, 201, 400, 2000])
+def test_very_short_audio(any_model: AudioModel, n_samples: int) -> None:
     """libmtmd aborts the process on a 1-sample buffer; the runtime must not let it."""
-    res = tiny_model.generate("Hi", [np.full(n_samples, 0.1, np.float32)], sampling=GREEDY8)
-    assert res.usage.audio_tokens == 750 and res.usage.completion_tokens == 8
+    res = any_model.generate("Hi", [np.full(n_samples, 0.1, np.float32)], sampling=GREEDY8)
+    assert res.usage.completion_tokens == 8
+    if any_model.options.audio_path == "mtmd":
+        assert res.usage.audio_tokens == 750
+    else:  # frames = ceil(n/160); tokens = ((frames-1)//2 + 1 - 2)//2 + 1, at least 0
+        frames = -(-n_samples // 160)
+        assert res.usage.audio_tokens == max(0, ((frames - 1) // 2 - 1) // 2 + 1)
     assert res.usage.audio_seconds == pytest.approx(n_samples / 16000, abs=1e-3)
 
 
-def test_several_audios_and_voice_chat(tiny_model: AudioModel) -> None:
-    two = tiny_model.generate("Compare.", [tone(1.0), tone(1.0, 880)], sampling=GREEDY8)
-    assert two.usage.audio_tokens == 2 * 750
-    voice = tiny_model.generate("", [tone(1.0)], sampling=GREEDY8)
-    assert voice.usage.audio_tokens == 750
+def test_several_audios_and_voice_chat(any_model: AudioModel) -> None:
+    two = any_model.generate("Compare.", [tone(1.0), tone(1.0, 880)], sampling=GREEDY8)
+    assert two.usage.audio_tokens == 2 * _tokens_per_clip(any_model, 1.0)
+    voice = any_model.generate("", [tone(1.0)], sampling=GREEDY8)
+    assert voice.usage.audio_tokens == _tokens_per_clip(any_model, 1.0)
     assert voice.usage.prompt_tokens < two.usage.prompt_tokens
-    text_only = tiny_model.generate("Say something.", sampling=GREEDY8)
+    text_only = any_model.generate("Say something.", sampling=GREEDY8)
     assert text_only.usage.audio_tokens == 0 and text_only.usage.completion_tokens == 8
 
 
@@ -90,7 +113,7 @@ def test_multi_turn_messages(tiny_model: AudioModel) -> None:
         user("Louder?"),
     ]
     res = tiny_model.generate(messages=msgs, sampling=GREEDY8)
-    assert res.usage.audio_tokens == 750
+    assert res.usage.audio_tokens == 12
     assert res.usage.completion_tokens == 8
 
 
@@ -129,8 +152,8 @@ def test_stop_at_end_of_turn(tiny_model: AudioModel) -> None:
 def test_context_overflow_is_refused(tiny_gguf) -> None:
     with AudioModel(*tiny_gguf, ModelOptions(n_ctx=256, n_threads=2)) as model:
         with pytest.raises(ContextOverflowError, match="--n-ctx") as err:
-            model.generate("Hi", [tone(1.0)], sampling=GREEDY8)
-        assert err.value.n_ctx == 256 and err.value.n_prompt > 750
+            model.generate("Hi", [tone(20.0)], sampling=GREEDY8)
+        assert err.value.n_ctx == 256 and err.value.n_prompt > 500
         # the model still works for what fits
         assert model.generate("Hi", sampling=GREEDY8).usage.completion_tokens == 8
 
