@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelFileError, RuntimeBackendError
+from .features import audio_tokens, conv_frames
 from .ggml_api import (
     GGML_BACKEND_DEVICE_TYPE_CPU,
     GGML_OP_POOL_AVG,
@@ -54,16 +55,6 @@ class EncoderDims:
     n_layers: int
     out_dim: int
     eps: float
-
-
-def conv_frames(n_valid_frames: int) -> int:
-    """Encoder positions after the stride-2 convolution: (L-1)//2 + 1."""
-    return (n_valid_frames - 1) // 2 + 1
-
-
-def audio_tokens(n_valid_frames: int) -> int:
-    """Audio tokens after the stride-2 average pool: (L'-2)//2 + 1 (0 when L' < 2)."""
-    return max(0, (conv_frames(n_valid_frames) - 2) // 2 + 1)
 
 
 class AudioEncoder:
