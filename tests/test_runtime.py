@@ -213,3 +213,19 @@ def test_tokenizer_matches_transformers(tiny_model: AudioModel, tiny_checkpoint)
         "naïve café — 東京 🙂",
     ]:
         assert tiny_model.tokenize(text) == hf.encode(text), text
+
+
+def test_f16_gguf_pair_runs_the_faithful_path(tiny_checkpoint, tmp_path, tiny_model) -> None:
+    """F16 matrices (the usual download) go through the same ggml encoder and stay close."""
+    from qaudio_local.convert import convert_checkpoint
+
+    pair = convert_checkpoint(tiny_checkpoint, tmp_path, outtype="f16")
+    clip = tone(2.0, 330)
+    with AudioModel(pair.model_path, pair.mmproj_path, ModelOptions(n_ctx=1024)) as model:
+        half = model.prompt_logits("Hi", [clip])
+        res = model.generate("Hi", [clip], sampling=GREEDY8)
+    full = tiny_model.prompt_logits("Hi", [clip])
+    assert res.usage.audio_tokens == 50
+    cos = float(np.dot(half, full) / np.linalg.norm(half) / np.linalg.norm(full))
+    assert cos > 0.999
+    assert 0 < np.abs(half - full).max() < 0.1
