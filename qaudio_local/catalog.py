@@ -1,12 +1,32 @@
 """The model registry: ``models.toml`` parsed into frozen dataclasses.
 
-(Skeleton: the data model is fixed here so the hub and the planner can be written
-against it; parsing and name resolution are filled in next.)
+The registry shipped in the package (``qaudio_local/models.toml``; the repository root holds an
+identical copy) is read first, then user files on top: ``$QAUDIO_HOME/models.toml`` if present,
+every file in ``QAUDIO_MODELS`` (``os.pathsep``-separated), then any passed to
+:func:`load_catalog`. The schema is documented at the top of ``models.toml``.
+
+Merge rule: a user table whose name (or alias) is already known *extends* that model:
+scalar keys replace, aliases are added, quants and projectors are merged by name (a
+same-named one replaces the old one, a new one is added). A model's ``repo`` and ``revision``
+are defaults for the files listed after them, in any file, so an added quant may omit them. A
+new name defines a new model, which must then be complete in that one file.
+
+Files on disk: a quant or projector may give ``path`` (absolute, ``~``, or relative to its
+TOML file) instead of ``filename``. It then has ``local_path`` set, and its ``file`` is a
+:class:`HubFile` with ``repo == LOCAL_REPO`` naming the file, so code that only looks at
+``file`` still sees its name and size; nothing is downloaded for it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UnknownModelError
+
+LOCAL_REPO = "local"
+"""``HubFile.repo`` of a quant or projector that is a file on disk (see ``local_path``)."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +58,28 @@ class Quant:
         name: e.g. ``"Q4_K_M"``.
         file: The text-model GGUF.
         bits_per_weight: Average bits per weight (for display and sanity checks).
+        local_path: A file on disk to use instead of downloading ``file`` (user entries).
     """
 
     name: str
     file: HubFile
     bits_per_weight: float
+    local_path: Path | None = None
 
 
 @dataclass(frozen=True)
 class Projector:
-    """One audio projector (mmproj) GGUF variant, e.g. ``"f16"`` or ``"q8_0"``."""
+    """One audio projector (mmproj) GGUF variant, e.g. ``"f16"`` or ``"q8_0"``.
+
+    Attributes:
+        name: e.g. ``"f16"``.
+        file: The projector GGUF.
+        local_path: A file on disk to use instead of downloading ``file`` (user entries).
+    """
 
     name: str
     file: HubFile
+    local_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -84,3 +113,119 @@ class ModelEntry:
     dims: ModelDims
     quants: tuple[Quant, ...]
     projectors: tuple[Projector, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every model the registry knows, after user files are merged in.
+
+    Attributes:
+        models: The entries, in the order they were first defined.
+        default: Canonical name of the model used when none is given.
+        sources: The files read, in order (the packaged registry first).
+    """
+
+    models: tuple[ModelEntry, ...]
+    default: str
+    sources: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Canonical model names."""
+        return tuple(m.name for m in self.models)
+
+    def get(self, name: str | None = None) -> ModelEntry:
+        """Find a model by name or alias (case-insensitive); ``None`` or ``""`` = the default.
+
+        Raises:
+            UnknownModelError: No model has that name or alias; the message lists them.
+        """
+        wanted = (name or self.default).strip().casefold()
+        for m in self.models:
+            if wanted == m.name.casefold() or wanted in (a.casefold() for a in m.aliases):
+                return m
+        raise UnknownModelError(name or "", kind="model", valid=self.names)
+
+    def resolve(self, spec: str | None = None) -> tuple[ModelEntry, str]:
+        """Resolve ``"name[:quant]"`` to the entry and the quant's canonical name or ``"auto"``.
+
+        An empty name means the default model; a missing or empty quant means ``"auto"``.
+        Quant names are case-insensitive (``q4_k_m`` is ``Q4_K_M``).
+
+        Raises:
+            UnknownModelError: Unknown model or quant; the message lists the valid ones.
+        """
+        name, _, quant = (spec or "").strip().partition(":")
+        entry = self.get(name)
+        quant = quant.strip()
+        if not quant or quant.casefold() == "auto":
+            return entry, "auto"
+        return entry, find_quant(entry, quant).name
+
+
+def find_quant(entry: ModelEntry, name: str) -> Quant:
+    """The quant of ``entry`` called ``name`` (case-insensitive).
+
+    Raises:
+        UnknownModelError: ``entry`` has no such quant; the message lists its quants.
+    """
+    for q in entry.quants:
+        if q.name.casefold() == name.strip().casefold():
+            return q
+    valid = tuple(q.name for q in entry.quants)
+    raise UnknownModelError(name, kind="quant", valid=valid, model=entry.name)
+
+
+def find_projector(entry: ModelEntry, name: str) -> Projector:
+    """The projector of ``entry`` called ``name`` (case-insensitive).
+
+    Raises:
+        UnknownModelError: ``entry`` has no such projector; the message lists its projectors.
+    """
+    for p in entry.projectors:
+        if p.name.casefold() == name.strip().casefold():
+            return p
+    valid = tuple(p.name for p in entry.projectors)
+    raise UnknownModelError(name, kind="projector", valid=valid, model=entry.name)
+
+
+def user_registry_files() -> list[Path]:
+    """The user's registry files: ``$QAUDIO_HOME/models.toml`` if present, then ``QAUDIO_MODELS``.
+
+    Paths listed in ``QAUDIO_MODELS`` are returned whether or not they exist, so that a
+    mistyped one is reported rather than ignored.
+    """
+    from .paths import qaudio_home
+
+    files = []
+    home_file = qaudio_home() / "models.toml"
+    if home_file.is_file():
+        files.append(home_file)
+    env = os.environ.get("QAUDIO_MODELS", "")
+    files += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return files
+
+
+def load_catalog(extra: list[Path] | None = None, *, user_files: bool = True) -> Catalog:
+    """Load the packaged registry, then merge user files on top (see the module docstring).
+
+    Args:
+        extra: More TOML files, applied last (after ``$QAUDIO_HOME/models.toml`` and
+            ``QAUDIO_MODELS``).
+        user_files: Whether to read ``$QAUDIO_HOME/models.toml`` and ``QAUDIO_MODELS``.
+
+    Raises:
+        CatalogError: A file is missing, unreadable, not TOML, or breaks the schema; the
+            message names the file, the table and the key.
+    """
+    from importlib.resources import files
+
+    from .catalog_toml import RegistryBuilder
+
+    builder = RegistryBuilder()
+    packaged = files("qaudio_local").joinpath("models.toml")
+    builder.apply_text(packaged.read_text(encoding="utf-8"), f"{packaged} (packaged)", None)
+    for path in [*(user_registry_files() if user_files else []), *(extra or [])]:
+        builder.apply_file(Path(path))
+    models, default, sources = builder.build()
+    return Catalog(models=models, default=default, sources=sources)

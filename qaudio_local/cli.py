@@ -23,13 +23,21 @@ from .config import debug_enabled
 from .errors import (
     AudioError,
     AudioFileNotFoundError,
+    CatalogError,
     CheckpointNotFoundError,
     ContextOverflowError,
     ConversionError,
     DependencyMissingError,
+    DiskFullError,
+    HubUnreachableError,
+    IntegrityError,
     ModelFileError,
     ModelFileNotFoundError,
+    OfflineModelMissingError,
+    PlanError,
     QAudioError,
+    RemoteFileNotFoundError,
+    UnknownModelError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +51,14 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (CheckpointNotFoundError, 2),
     (ConversionError, 2),
     (ContextOverflowError, 2),
+    (CatalogError, 2),
+    (UnknownModelError, 2),
+    (PlanError, 2),
+    (RemoteFileNotFoundError, 1),
+    (OfflineModelMissingError, 1),
+    (HubUnreachableError, 1),
+    (IntegrityError, 1),
+    (DiskFullError, 1),
     (DependencyMissingError, 1),
     (QAudioError, 1),
     (ValueError, 2),
@@ -101,4 +117,4 @@ def main(ctx: click.Context, debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
 
 
-from . import cli_commands  # noqa: E402,F401  (registers the subcommands)
+from . import cli_commands, cli_hub, cli_models  # noqa: E402,F401  (registers the subcommands)

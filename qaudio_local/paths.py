@@ -1,0 +1,88 @@
+"""Where qaudio-local keeps its state, and whether it may use the network. Standard library only
+(plus platformdirs).
+
+Layout under the home folder (``QAUDIO_HOME``, else the platform's user data folder, e.g.
+``~/.local/share/qaudio-local`` on Linux, ``~/Library/Application Support/qaudio-local`` on
+macOS, ``%LOCALAPPDATA%\\qaudio-local`` on Windows)::
+
+    <home>/manifest.json                       what was downloaded and verified (see hub.py)
+    <home>/manifest.lock                       serialises manifest updates between processes
+    <home>/models/<owner>--<repo>/<filename>   complete, verified files only
+    <home>/models/<owner>--<repo>/.incomplete/<filename with / as -->.<digest>.part
+                                               resumable partial downloads (and their .lock)
+
+Every value is read from the environment at call time, so tests and long-lived processes see
+changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+APP_NAME = "qaudio-local"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def qaudio_home() -> Path:
+    """The folder holding all qaudio-local state: ``QAUDIO_HOME`` or the user data folder."""
+    override = os.environ.get("QAUDIO_HOME", "").strip()
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def models_dir() -> Path:
+    """The folder downloaded model files live in (``<home>/models``)."""
+    return qaudio_home() / "models"
+
+
+def manifest_path() -> Path:
+    """The JSON manifest recording every downloaded file (``<home>/manifest.json``)."""
+    return qaudio_home() / "manifest.json"
+
+
+def repo_dir(repo: str) -> Path:
+    """The folder for one hub repository: ``owner/name`` becomes ``<models>/owner--name``."""
+    return models_dir() / repo.replace("/", "--")
+
+
+def file_path(repo: str, filename: str) -> Path:
+    """Where a complete, verified file of ``repo`` lives (sub-folders of ``filename`` kept)."""
+    return repo_dir(repo).joinpath(*filename.split("/"))
+
+
+def partial_path(repo: str, filename: str, digest: str) -> Path:
+    """Where an unfinished download of ``filename`` with the given upstream digest is kept.
+
+    The digest is part of the name so that a partial file is only ever resumed into the same
+    upstream version.
+    """
+    return repo_dir(repo) / ".incomplete" / f"{filename.replace('/', '--')}.{digest}.part"
+
+
+def partial_files(repo: str, filename: str) -> list[Path]:
+    """Every partial download of ``filename`` (any upstream version) and its lock file."""
+    folder = repo_dir(repo) / ".incomplete"
+    if not folder.is_dir():
+        return []
+    stem = re.escape(filename.replace("/", "--"))
+    pattern = re.compile(stem + r"\.[0-9a-f]{40,64}\.(part|lock)")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
+
+
+def offline_enabled() -> bool:
+    """True when ``QAUDIO_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to 1/true/yes/on."""
+    return _env_true("QAUDIO_OFFLINE") or _env_true("HF_HUB_OFFLINE")
+
+
+def hub_endpoint() -> str:
+    """The hub's base URL: ``HF_ENDPOINT`` or ``https://huggingface.co``."""
+    return (os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co").rstrip("/")
