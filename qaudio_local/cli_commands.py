@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,9 +25,16 @@ _PATH = click.Path(path_type=Path)
     "Pass '' for a voice-chat turn of audio only.",
 )
 @click.option(
-    "--model-file", type=_PATH, required=True, help="Text-model GGUF (e.g. from `qaudio convert`)."
+    "-m",
+    "--model",
+    "model_name",
+    default=None,
+    help="Registry model as NAME[:QUANT] (default: the registry's default model, quant "
+    "planned for this machine); pulled once, then used offline. See `qaudio plan`.",
 )
-@click.option("--mmproj-file", type=_PATH, required=True, help="Audio projector GGUF.")
+@click.option("--quant", default=None, help="Quantization to use instead of the planned one.")
+@click.option("--model-file", type=_PATH, default=None, help="Use this text-model GGUF instead.")
+@click.option("--mmproj-file", type=_PATH, default=None, help="Use this projector GGUF instead.")
 @click.option(
     "--system",
     "system_prompt",
@@ -77,15 +85,25 @@ _PATH = click.Path(path_type=Path)
     default=4096,
     show_default=True,
     type=click.IntRange(min=256),
-    help="Context window in tokens.",
+    help="Context window in tokens (30 s of audio takes 750).",
 )
 @click.option(
     "--n-gpu-layers",
-    default=0,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=-1),
-    help="Text-model layers on the GPU; -1 = all.",
+    help="Text-model layers on the GPU; -1 = all (default: the plan's choice for a registry "
+    "model, 0 for --model-file).",
 )
+@click.option(
+    "--kv-type",
+    type=click.Choice(["f16", "q8_0", "f32"]),
+    default="f16",
+    show_default=True,
+    help="KV cache type: q8_0 halves its memory; f32 is exact (with --model-file only).",
+)
+@click.option("--vram", type=click.FloatRange(min=0), default=None, help="GiB of GPU memory.")
+@click.option("--ram", type=click.FloatRange(min=0), default=None, help="GiB of RAM.")
+@click.option("--force", is_flag=True, help="Use --quant even if the plan says it does not fit.")
 @click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads (default: all cores)."
 )
@@ -100,48 +118,31 @@ _PATH = click.Path(path_type=Path)
 )
 @handle_errors
 def run(
-    audio: tuple[str, ...],
-    prompt: str | None,
-    model_file: Path,
-    mmproj_file: Path,
-    system_prompt: str,
-    as_json: bool,
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    repetition_penalty: float,
-    seed: int,
-    n_ctx: int,
-    n_gpu_layers: int,
-    threads: int | None,
-    no_mmproj_gpu: bool,
-    audio_path: str,
+    audio: tuple[str, ...], prompt: str | None, as_json: bool, system_prompt: str, **opts: Any
 ) -> None:
     """Answer a prompt about one or more AUDIO files, streaming the answer to stdout.
 
     AUDIO may be any file libsndfile reads (wav, flac, ogg, mp3, ...), or '-' for
     standard input. Several files become "Audio 1", "Audio 2", ... in one turn.
+
+    With no model options, the registry's default model is planned for this machine
+    (`qaudio plan` shows how), downloaded and verified once (`qaudio pull`), and used
+    offline afterwards. --model-file and --mmproj-file run local GGUF files instead.
     """
     from .audio import load_audio
-    from .runtime import AudioModel, ModelOptions, SamplingOptions
+    from .runtime import AudioModel, SamplingOptions
 
+    _check_model_options(opts)  # usage errors before any audio is read or model pulled
     clips = [load_audio(sys.stdin.buffer.read() if a == "-" else a) for a in audio]
     sampling = SamplingOptions(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        repetition_penalty=repetition_penalty,
-        seed=seed,
-        max_tokens=max_tokens,
+        temperature=opts["temperature"],
+        top_p=opts["top_p"],
+        top_k=opts["top_k"],
+        repetition_penalty=opts["repetition_penalty"],
+        seed=opts["seed"],
+        max_tokens=opts["max_tokens"],
     )
-    options = ModelOptions(
-        n_gpu_layers=n_gpu_layers,
-        n_ctx=n_ctx,
-        n_threads=threads,
-        mmproj_on_gpu=not no_mmproj_gpu,
-        audio_path=audio_path,
-    )
+    model_file, mmproj_file, options = _model_and_options(opts)
     with AudioModel(model_file, mmproj_file, options) as model:
         gen = model.stream(prompt, clips, sampling=sampling, system_prompt=system_prompt)
         for chunk in gen:
@@ -154,6 +155,68 @@ def run(
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         click.echo()
+
+
+def _check_model_options(opts: dict[str, Any]) -> None:
+    """Usage errors in the model options, raised before anything slow happens."""
+    if (opts["model_file"] is None) != (opts["mmproj_file"] is None):
+        raise click.UsageError(
+            "pass both --model-file and --mmproj-file, or neither (then the registry model "
+            "is planned and pulled)"
+        )
+    if opts["model_file"] is not None and (opts["model_name"] or opts["quant"]):
+        raise click.UsageError(
+            "--model/--quant choose from the registry; they cannot be combined with --model-file"
+        )
+    if opts["model_file"] is None and opts["kv_type"] == "f32":
+        raise click.UsageError("--kv-type f32 is for exact comparisons with --model-file")
+
+
+def _model_and_options(opts: dict[str, Any]) -> tuple[Path, Path, Any]:
+    """The GGUF pair and load options: local files as given, or planned and pulled."""
+    from .results import ModelOptions
+
+    common = {
+        "n_ctx": opts["n_ctx"],
+        "n_threads": opts["threads"],
+        "audio_path": opts["audio_path"],
+        "kv_type": opts["kv_type"],
+    }
+    if opts["model_file"] is not None:
+        return (
+            opts["model_file"],
+            opts["mmproj_file"],
+            ModelOptions(
+                n_gpu_layers=opts["n_gpu_layers"] or 0,
+                mmproj_on_gpu=not opts["no_mmproj_gpu"],
+                **common,
+            ),
+        )
+    from .cli_hub import _Bars
+    from .resolve import resolve_model
+
+    bars = _Bars()
+    with bars.active():
+        r = resolve_model(
+            opts["model_name"],
+            quant=opts["quant"],
+            n_ctx=opts["n_ctx"],
+            kv_type=opts["kv_type"],
+            vram_gb=opts["vram"],
+            ram_gb=opts["ram"],
+            force=opts["force"],
+            progress=bars,
+        )
+    plan: Any = r.plan
+    for warning in plan.warnings:
+        click.echo(f"note: {warning}", err=True)
+    layers = plan.n_gpu_layers if opts["n_gpu_layers"] is None else opts["n_gpu_layers"]
+    gpu_encoder = plan.mmproj_on_gpu and not opts["no_mmproj_gpu"]
+    return (
+        r.model_path,
+        r.mmproj_path,
+        ModelOptions(n_gpu_layers=layers, mmproj_on_gpu=gpu_encoder, **common),
+    )
 
 
 @main.command()

@@ -640,7 +640,10 @@ def test_debug_shows_llama_cpp_log(tiny_gguf: Pair) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["run", "clip.wav"],  # no --model-file
+        ["run", "clip.wav", "--model-file", "m.gguf"],  # --mmproj-file missing
+        ["run", "clip.wav", "--mmproj-file", "p.gguf"],  # --model-file missing
+        ["run", "clip.wav", "--model-file", "m", "--mmproj-file", "p", "--quant", "Q4_K_M"],
+        ["run", "clip.wav", "--kv-type", "f32"],  # exact KV only with local files
         ["run", "--model-file", "m.gguf", "--mmproj-file", "p.gguf"],  # no AUDIO
         ["run", "clip.wav", "--model-file", "m", "--mmproj-file", "p", "--max-tokens", "0"],
         ["run", "clip.wav", "--model-file", "m", "--mmproj-file", "p", "--n-ctx", "16"],

@@ -1,0 +1,72 @@
+"""``qaudio run AUDIO`` with no model files: plan, pull once, then run offline.
+
+Uses the ``tiny`` registry entry and fake hub of ``test_cli_hub`` (a fixed CPU-only
+16 GiB machine; the tiny model's real GGUF pair served on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qaudio_local.manifest import read_manifest
+
+from .fakehub import MMPROJ, REPO, TEXT, FakeHub, fake_hub_fixture, loopback_only_fixture  # noqa: F401  (fixtures)
+from .test_cli_hub import cli_hub_fixture, invoke  # noqa: F401  (fixture)
+
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "tone_chirp.wav")
+RUN = ("run", EXAMPLE, "--model", "tiny", "--max-tokens", "4", "--n-ctx", "1024", "--json")
+
+
+def test_first_run_pulls_then_runs_offline(
+    cli_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = invoke(*RUN)
+    assert first.exit_code == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["usage"]["audio_tokens"] == 75 and data["usage"]["completion_tokens"] == 4
+    assert set(read_manifest()) == {(REPO, TEXT), (REPO, MMPROJ)}  # pulled and recorded
+    assert cli_hub.requests("GET")
+
+    cli_hub.reset_log()
+    for var in ("QAUDIO_OFFLINE", "HF_HUB_OFFLINE"):
+        with monkeypatch.context() as m:
+            m.setenv(var, "1")
+            again = invoke(*RUN)
+        assert again.exit_code == 0, again.stderr
+        assert json.loads(again.stdout)["text"] == data["text"]  # greedy: the same answer
+    online_again = invoke(*RUN)  # already pulled: no request even online
+    assert online_again.exit_code == 0
+    assert cli_hub.requests() == []
+
+
+def test_quant_option_picks_the_file(cli_hub: FakeHub) -> None:
+    r = invoke(*RUN, "--quant", "Q8_0")
+    assert r.exit_code == 0, r.stderr
+    assert (REPO, "Tiny-Qwen2-Audio.Q8_0.gguf") in read_manifest()
+    assert (REPO, TEXT) not in read_manifest()
+
+
+def test_offline_without_a_pull_names_the_command(
+    cli_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QAUDIO_OFFLINE", "1")
+    r = invoke(*RUN)
+    assert r.exit_code == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "qaudio pull tiny:F32" in line
+    assert cli_hub.requests() == []
+
+
+def test_a_quant_that_does_not_fit_is_refused_unless_forced(cli_hub: FakeHub) -> None:
+    r = invoke(*RUN, "--quant", "F32", "--ram", "0.01")
+    assert r.exit_code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "F32 does not fit" in line and "--force" in line
+    assert "needs 576 MiB of RAM but 10 MiB is available" in line  # both numbers
+    assert cli_hub.requests("GET") == []  # refused before any download
+    forced = invoke(*RUN, "--quant", "F32", "--ram", "0.01", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert "note:" in forced.stderr
