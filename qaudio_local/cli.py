@@ -103,6 +103,16 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_VRAM_HELP = "GiB of GPU memory to plan for, instead of the free memory found (shared GPUs)."
+_RAM_HELP = "GiB of RAM to plan for, instead of the available RAM found."
+
+
+def vram_ram_options(func: F) -> F:
+    """The --vram / --ram overrides shared by the commands that plan."""
+    func = click.option("--ram", type=click.FloatRange(min=0), default=None, help=_RAM_HELP)(func)
+    return click.option("--vram", type=click.FloatRange(min=0), default=None, help=_VRAM_HELP)(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qaudio")
 @click.option("--debug", is_flag=True, help="Show tracebacks and llama.cpp's log on stderr.")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .cli import handle_errors, main
+from .cli import handle_errors, main, vram_ram_options
 from .config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT
 
 _PATH = click.Path(path_type=Path)
@@ -101,8 +101,7 @@ _PATH = click.Path(path_type=Path)
     show_default=True,
     help="KV cache type: q8_0 halves its memory; f32 is exact (with --model-file only).",
 )
-@click.option("--vram", type=click.FloatRange(min=0), default=None, help="GiB of GPU memory.")
-@click.option("--ram", type=click.FloatRange(min=0), default=None, help="GiB of RAM.")
+@vram_ram_options
 @click.option("--force", is_flag=True, help="Use --quant even if the plan says it does not fit.")
 @click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads (default: all cores)."

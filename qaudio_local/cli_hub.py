@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import handle_errors, main
+from .cli import handle_errors, main, vram_ram_options
 
 if TYPE_CHECKING:
     from .catalog import Catalog, HubFile, ModelEntry, Projector, Quant
@@ -167,8 +167,7 @@ def _check_pair(text: Path, projector: Path) -> str:
     show_default=True,
     help="KV cache type the plan is for.",
 )
-@click.option("--vram", type=click.FloatRange(min=0), default=None, help="GiB of GPU memory.")
-@click.option("--ram", type=click.FloatRange(min=0), default=None, help="GiB of RAM.")
+@vram_ram_options
 @click.option("--force", is_flag=True, help="Download again even if an identical copy exists.")
 @handle_errors
 def pull(

@@ -6,12 +6,9 @@ import json
 
 import click
 
-from .cli import handle_errors, main
+from .cli import handle_errors, main, vram_ram_options
 from .hardware import Hardware
 from .planner_memory import fmt_bytes
-
-_VRAM_HELP = "GiB of GPU memory to plan for, instead of the free memory found (shared GPUs)."
-_RAM_HELP = "GiB of RAM to plan for, instead of the available RAM found."
 
 
 def hardware_lines(hw: Hardware) -> list[str]:
@@ -42,13 +39,8 @@ def hardware_lines(hw: Hardware) -> list[str]:
     return lines
 
 
-def _vram_ram_options(func: click.decorators.FC) -> click.decorators.FC:
-    func = click.option("--ram", type=click.FloatRange(min=0), default=None, help=_RAM_HELP)(func)
-    return click.option("--vram", type=click.FloatRange(min=0), default=None, help=_VRAM_HELP)(func)
-
-
 @main.command("hardware")
-@_vram_ram_options
+@vram_ram_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @handle_errors
 def hardware_cmd(vram: float | None, ram: float | None, as_json: bool) -> None:
@@ -84,7 +76,7 @@ def hardware_cmd(vram: float | None, ram: float | None, as_json: bool) -> None:
     show_default=True,
     help="KV cache type; q8_0 halves its memory.",
 )
-@_vram_ram_options
+@vram_ram_options
 @click.option("--force", is_flag=True, help="Plan a --quant even if it does not fit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @handle_errors

@@ -15,6 +15,15 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames per window
 AUDIO_TOKENS_PER_SECOND = 25  # 100 frames/s, conv stride 2, pool stride 2
 
 # --- chat format ----------------------------------------------------------------
+# Qwen2-Audio's special tokens (in the order the tokenizer adds them after the BPE vocab)
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+)
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_PROMPT = "What does the person say?"
 

@@ -24,19 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from qaudio_local.config import SPECIAL_TOKENS
 from qaudio_local.errors import ConversionError
 from qaudio_local.safetensors_io import write_safetensors
 
 __all__ = ["make_tiny_checkpoint", "special_token_ids", "tiny_vocab_size", "SPECIAL_TOKENS"]
 
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|AUDIO|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
-)
 # Qwen2's pre-tokenizer, verbatim (needs the `regex` module or Rust's regex: \p{L}, \p{N}).
 QWEN2_PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"

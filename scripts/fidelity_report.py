@@ -22,19 +22,14 @@ from qaudio_local.convert import convert_checkpoint  # noqa: E402
 from qaudio_local.runtime import AudioModel, ModelOptions  # noqa: E402
 from qaudio_local.tiny import make_tiny_checkpoint  # noqa: E402
 from tests.fidelity import (  # noqa: E402
-    CLIP_SECONDS,
+    CASES,
     N_GREEDY,
-    NORMAL_PEAK,
     QUIET_PEAK,
     compare,
     make_clip,
     reference_run,
 )
 from tests.reference import ReferenceModel  # noqa: E402
-
-CASES = [(s, NORMAL_PEAK, False) for s in CLIP_SECONDS]
-CASES += [(s, QUIET_PEAK, False) for s in (1.0, 17.3, 45.0)]
-CASES += [(s, NORMAL_PEAK, True) for s in (5.0, 30.0)]
 
 
 def _label(seconds: float, peak: float, stereo: bool) -> str:

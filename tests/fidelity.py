@@ -19,6 +19,10 @@ PROMPT = "What does the person say?"
 CLIP_SECONDS = (0.5, 1.0, 5.0, 17.3, 29.9, 30.0, 45.0, 180.0)
 NORMAL_PEAK, QUIET_PEAK = 0.5, 0.01
 N_GREEDY = 20
+# (seconds, peak, stereo source): every length normal, a few quiet, two stereo
+CASES = [(s, NORMAL_PEAK, False) for s in CLIP_SECONDS]
+CASES += [(s, QUIET_PEAK, False) for s in (1.0, 17.3, 45.0)]
+CASES += [(s, NORMAL_PEAK, True) for s in (5.0, 30.0)]
 
 
 def make_clip(

@@ -20,21 +20,15 @@ pytest.importorskip("transformers")
 from qaudio_local.runtime import AudioModel, ModelOptions  # noqa: E402
 
 from .fidelity import (  # noqa: E402
-    CLIP_SECONDS,
+    CASES,
     N_GREEDY,
-    NORMAL_PEAK,
-    QUIET_PEAK,
     compare,
     make_clip,
-    reference_run,  # noqa: E402
+    reference_run,
 )
 from .reference import ReferenceModel  # noqa: E402
 
 pytestmark = pytest.mark.parity
-
-CASES = [(s, NORMAL_PEAK, False) for s in CLIP_SECONDS]
-CASES += [(s, QUIET_PEAK, False) for s in (1.0, 17.3, 45.0)]
-CASES += [(s, NORMAL_PEAK, True) for s in (5.0, 30.0)]
 
 
 @pytest.fixture(scope="module")

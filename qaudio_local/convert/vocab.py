@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import SPECIAL_TOKENS
 from ..errors import CheckpointNotFoundError, ConversionError
 
 # llama.cpp token types (gguf.TokenType)
@@ -19,14 +20,7 @@ TOKEN_CONTROL = 3
 TOKEN_USER_DEFINED = 4
 TOKEN_UNUSED = 5
 
-REQUIRED_SPECIALS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|AUDIO|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
-)
+REQUIRED_SPECIALS = SPECIAL_TOKENS
 
 
 @dataclass(frozen=True)
