@@ -262,11 +262,12 @@ def selftest() -> None:
     if b.gpu_offload:
         click.echo(f"GPU offload: available ({'checked' if r.gpu_checked else 'not checked'})")
     else:
-        click.echo(
-            "GPU offload: not available in this build (CPU only); to use an NVIDIA GPU "
-            'reinstall with CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall '
-            "--no-cache-dir llama-cpp-python==0.3.36"
-        )
+        from .hardware import cpu_only_build_warning, detect
+
+        click.echo("GPU offload: not available in this build (CPU only)")
+        warning = cpu_only_build_warning(detect())
+        if warning:  # a GPU is there but this llama.cpp cannot use it
+            click.echo(f"warning: {warning}", err=True)
     click.echo(f"tiny model built and converted in {r.build_s:.1f} s")
     click.echo(
         f"pipeline: {r.audio_seconds:.1f} s clip -> {r.audio_tokens} audio tokens -> "

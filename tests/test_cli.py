@@ -672,3 +672,25 @@ def test_selftest_passes() -> None:
     assert "backends: " in lines[0] and "CPU" in lines[0]
     assert any(ln.startswith("GPU offload: ") for ln in lines)
     assert "greedy runs identical: yes" in result.stdout
+
+
+def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU the CPU-only llama.cpp build cannot use gets the exact reinstall command."""
+    from qaudio_local import backend, hardware
+
+    if backend.backend_info().gpu_offload:
+        pytest.skip("this llama.cpp build can offload: nothing to warn about")
+    gpu = hardware.Gpu(0, "NVIDIA GeForce RTX 4070", "nvidia", 12 * hardware.GIB, 11 * hardware.GIB)
+    machine = hardware.Hardware(
+        gpus=(gpu,),
+        cpu_cores=2,
+        physical_cores=2,
+        ram_total=16 * hardware.GIB,
+        ram_available=16 * hardware.GIB,
+        llama_gpu_offload=False,
+    )
+    monkeypatch.setattr(hardware, "detect", lambda *a, **k: machine)
+    result = invoke("selftest")
+    assert result.exit_code == 0
+    assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in result.stderr
+    assert "llama-cpp-python==0.3.36" in result.stderr
