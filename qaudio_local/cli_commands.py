@@ -223,10 +223,11 @@ def _model_and_options(opts: dict[str, Any]) -> tuple[Path, Path, Any]:
 @click.argument("out_dir", type=_PATH)
 @click.option(
     "--outtype",
-    type=click.Choice(["f16", "f32"]),
+    type=click.Choice(["f16", "f32", "q8_0"]),
     default="f16",
     show_default=True,
-    help="Storage of the weight matrices (norms and biases stay f32).",
+    help="Storage of the weight matrices: f16, f32, or q8_0 (8-bit, about half of f16). "
+    "Norms and biases stay f32; the encoder's conv kernels are f16.",
 )
 @handle_errors
 def convert(hf_dir: Path, out_dir: Path, outtype: str) -> None:

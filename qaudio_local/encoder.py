@@ -124,8 +124,7 @@ class AudioEncoder:
         for name, t in tensors.items():
             shape = [int(x) for x in t.shape]  # ggml order
             if name in _WIDEN or (t.tensor_type == GGML_TYPE_F16 and len(shape) == 1):
-                data = np.asarray(t.data, dtype=np.float32)
-                ttype = GGML_TYPE_F32
+                data, ttype = _as_f32(t), GGML_TYPE_F32
             else:
                 data, ttype = np.asarray(t.data), int(t.tensor_type)
             new = {1: g.ggml_new_tensor_1d, 2: g.ggml_new_tensor_2d, 3: g.ggml_new_tensor_3d}[
@@ -265,6 +264,16 @@ class AudioEncoder:
         finally:
             g.ggml_gallocr_free(galloc)
             g.ggml_free(ctx)
+
+
+def _as_f32(t: Any) -> np.ndarray:
+    """A GGUF tensor widened to float32 (dequantized if it is stored quantized)."""
+    import gguf.quants
+
+    if t.tensor_type in (GGML_TYPE_F32, GGML_TYPE_F16):
+        return np.asarray(t.data, dtype=np.float32)
+    qtype = gguf.GGMLQuantizationType(int(t.tensor_type))
+    return np.asarray(gguf.quants.dequantize(np.asarray(t.data), qtype), dtype=np.float32)
 
 
 def _init_params(mem: int) -> Any:

@@ -256,3 +256,27 @@ def test_failed_write_leaves_no_partial_files(
     with pytest.raises(ConversionError, match="full"):
         convert_checkpoint(ckpt, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_q8_0_quantizes_matrices_and_keeps_the_rest(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    res = convert_checkpoint(tiny_checkpoint, tmp_path, outtype="q8_0")
+    assert res.model_path.name.endswith(".Q8_0.gguf")
+    assert res.mmproj_path.name.endswith(".mmproj-q8_0.gguf")
+    kv, tensors = _fields(res.model_path)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    assert kv["general.file_type"] == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    assert tensors["blk.0.attn_q.weight"].tensor_type == q8
+    assert tensors["blk.0.attn_q.bias"].tensor_type == gguf.GGMLQuantizationType.F32
+    with SafetensorsFile(tiny_checkpoint / "model.safetensors") as st:
+        src = st.read("language_model.model.layers.0.mlp.gate_proj.weight")
+    t = tensors["blk.0.ffn_gate.weight"]
+    back = gguf.quants.dequantize(np.asarray(t.data), q8)
+    # 8-bit blocks: each value within half a step (block max / 127) plus the f16 rounding
+    # of the block's scale (relative 2**-11, up to 127 steps)
+    blocks, got = src.reshape(-1, 32), back.reshape(-1, 32)
+    step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(got - blocks) <= step * 0.5 + step * 127 * 2**-11 + 1e-7)
+    assert np.abs(got - blocks).max() > 0
+    _, ptensors = _fields(res.mmproj_path)
+    assert ptensors["a.blk.0.ffn_up.weight"].tensor_type == q8
+    assert ptensors["a.conv1d.1.weight"].tensor_type == gguf.GGMLQuantizationType.F16

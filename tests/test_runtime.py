@@ -229,3 +229,22 @@ def test_f16_gguf_pair_runs_the_faithful_path(tiny_checkpoint, tmp_path, tiny_mo
     cos = float(np.dot(half, full) / np.linalg.norm(half) / np.linalg.norm(full))
     assert cos > 0.999
     assert 0 < np.abs(half - full).max() < 0.1
+
+
+@pytest.mark.parametrize("audio_path", ["faithful", "mtmd"])
+def test_q8_0_pair_runs_both_audio_paths(
+    tiny_checkpoint, tmp_path, tiny_gguf, audio_path: str
+) -> None:
+    """A Q8_0 text model + Q8_0 projector: quantized matrices in the encoder and the LLM."""
+    from qaudio_local.convert import convert_checkpoint
+
+    pair = convert_checkpoint(tiny_checkpoint, tmp_path, outtype="q8_0")
+    clip = tone(2.0, 330)
+    opts = ModelOptions(n_ctx=1024, audio_path=audio_path)
+    with AudioModel(pair.model_path, pair.mmproj_path, opts) as model:
+        quant = model.prompt_logits("Hi", [clip])
+    with AudioModel(*tiny_gguf, opts) as model:
+        full = model.prompt_logits("Hi", [clip])
+    cos = float(np.dot(quant, full) / np.linalg.norm(quant) / np.linalg.norm(full))
+    assert cos > 0.99
+    assert np.abs(quant - full).max() > 0  # it really is another model file

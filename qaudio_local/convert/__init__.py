@@ -23,7 +23,7 @@ from .vocab import load_vocab
 
 __all__ = ["OUTTYPES", "ConvertResult", "ProgressFn", "convert_checkpoint"]
 
-OUTTYPES = ("f32", "f16")
+OUTTYPES = ("f32", "f16", "q8_0")
 ProgressFn = Callable[[str, int, int], None]  # (tensor name, index done, total)
 
 
@@ -38,13 +38,14 @@ class ConvertResult:
 
 def _gguf():
     import gguf
+    import gguf.quants  # noqa: F401  (quantize for q8_0)
 
     return gguf
 
 
 def _file_type(outtype: str) -> int:
     lft = _gguf().LlamaFileType
-    return int(lft.MOSTLY_F16 if outtype == "f16" else lft.ALL_F32)
+    return int({"f16": lft.MOSTLY_F16, "q8_0": lft.MOSTLY_Q8_0}.get(outtype, lft.ALL_F32))
 
 
 def _write(
@@ -58,8 +59,14 @@ def _write(
 ) -> int:
     """Stream ``plans`` into ``writer`` (already holding its key/values), atomically."""
     partial = path.with_name(path.name + ".partial")
+    q8_0 = _gguf().GGMLQuantizationType.Q8_0
     for plan in plans:
-        writer.add_tensor_info(plan.gguf_name, plan.shape, np.dtype(plan.dtype), plan.nbytes)
+        if plan.quant is None:
+            writer.add_tensor_info(plan.gguf_name, plan.shape, np.dtype(plan.dtype), plan.nbytes)
+        else:  # byte shape + raw type: the writer derives the element shape
+            writer.add_tensor_info(
+                plan.gguf_name, plan.stored_shape, np.dtype(np.uint8), plan.nbytes, raw_dtype=q8_0
+            )
     try:
         writer.write_header_to_file(partial)
         writer.write_kv_data_to_file()
@@ -69,9 +76,11 @@ def _write(
             if plan.transform is not None:
                 data = plan.transform(data)
             data = np.ascontiguousarray(data.astype(plan.dtype, copy=False))
-            if data.shape != plan.shape:
+            if data.shape == plan.shape and plan.quant is not None:
+                data = _gguf().quants.quantize(data, q8_0)
+            if data.shape != plan.stored_shape:
                 raise ConversionError(
-                    f"{plan.source}: produced shape {data.shape}, expected {plan.shape}",
+                    f"{plan.source}: produced shape {data.shape}, expected {plan.stored_shape}",
                     path=str(ckpt.directory),
                 )
             writer.write_tensor_data(data)
@@ -166,7 +175,8 @@ def convert_checkpoint(
     Args:
         hf_dir: The Hugging Face checkpoint folder (config.json, tokenizer, safetensors).
         out_dir: Where to write the two GGUF files (created if needed).
-        outtype: ``"f16"`` (matrices in F16) or ``"f32"``. Norms and biases stay F32 and the
+        outtype: ``"f16"`` (matrices in F16), ``"f32"``, or ``"q8_0"`` (matrices quantized
+            to 8-bit blocks where their rows allow, else F16). Norms and biases stay F32 and the
             encoder's convolution kernels are F16 in both, as llama.cpp requires.
         progress: Called after each tensor with (gguf name, tensors done, total).
 

@@ -65,7 +65,9 @@ class TensorPlan:
         gguf_name: Name in the GGUF file.
         source: Tensor name in the checkpoint (hub layout).
         shape: numpy shape written (GGUF reverses it into ggml's ``ne``).
-        dtype: ``np.float32`` or ``np.float16``.
+        dtype: ``np.float32`` or ``np.float16``: the storage type, or the type the data
+            is prepared in before quantization.
+        quant: ``"q8_0"`` to store the tensor quantized (8-bit blocks of 32), else None.
         transform: Applied to the float32 source before the cast (e.g. a reshape).
     """
 
@@ -74,16 +76,37 @@ class TensorPlan:
     shape: tuple[int, ...]
     dtype: type[np.floating]
     transform: Transform | None = None
+    quant: str | None = None
 
     @property
     def nbytes(self) -> int:
         """Bytes of the tensor data in the output file."""
+        if self.quant is not None:
+            return int(np.prod(self.stored_shape))
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """The shape written: ``shape``, or the bytes per row of a quantized tensor."""
+        if self.quant is None:
+            return self.shape
+        return (*self.shape[:-1], self.shape[-1] // Q8_0_BLOCK * Q8_0_BLOCK_BYTES)
 
-def _store_type(shape: tuple[int, ...], outtype: str) -> type[np.floating]:
-    """1-D tensors (norms, biases) stay F32, as llama.cpp expects; matrices follow outtype."""
-    return np.float16 if outtype == "f16" and len(shape) >= 2 else np.float32
+
+Q8_0_BLOCK, Q8_0_BLOCK_BYTES = 32, 34  # 32 int8 weights + one f16 scale
+
+
+def _plan(dst: str, src: str, shape: tuple[int, ...], outtype: str) -> TensorPlan:
+    """1-D tensors (norms, biases) stay F32, as llama.cpp expects; matrices follow outtype.
+
+    With ``q8_0``, matrices whose rows split into 32-value blocks are quantized; the rest
+    fall back to F16.
+    """
+    if len(shape) < 2 or outtype == "f32":
+        return TensorPlan(dst, src, shape, np.float32)
+    if outtype == "q8_0" and shape[-1] % Q8_0_BLOCK == 0:
+        return TensorPlan(dst, src, shape, np.float32, quant="q8_0")
+    return TensorPlan(dst, src, shape, np.float16)
 
 
 def _check_shape(ckpt: Checkpoint, name: str, expected: tuple[int, ...]) -> tuple[int, ...]:
@@ -141,11 +164,11 @@ def text_plans(ckpt: Checkpoint, outtype: str) -> list[TensorPlan]:
             rest = src[len(f"{LM}layers.") :]
             bid, key = rest.split(".", 1)
             dst = f"blk.{bid}.{_TEXT_LAYER[key]}"
-        plans.append(TensorPlan(dst, src, shape, _store_type(shape, outtype)))
+        plans.append(_plan(dst, src, shape, outtype))
     head = "language_model.lm_head.weight"
     if head in ckpt:
         shape = _check_shape(ckpt, head, (ckpt.text.vocab_size, ckpt.text.hidden_size))
-        plans.append(TensorPlan("output.weight", head, shape, _store_type(shape, outtype)))
+        plans.append(_plan("output.weight", head, shape, outtype))
     elif not ckpt.text.tie_word_embeddings:
         raise ConversionError(
             f"the checkpoint lacks {head} and does not tie embeddings", path=str(ckpt.directory)
@@ -214,7 +237,7 @@ def audio_plans(ckpt: Checkpoint, outtype: str) -> list[TensorPlan]:
         elif dst == "a.position_embd.weight":
             plans.append(TensorPlan(dst, src, shape, np.float32))
         else:
-            plans.append(TensorPlan(dst, src, shape, _store_type(shape, outtype)))
+            plans.append(_plan(dst, src, shape, outtype))
     return plans
 
 
