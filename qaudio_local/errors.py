@@ -124,15 +124,24 @@ class ContextOverflowError(QAudioError, ValueError):
     Attributes:
         n_prompt: Tokens the prompt needs.
         n_ctx: The context size in use.
+        max_ctx: The model's trained context (0 if unknown).
     """
 
-    def __init__(self, n_prompt: int, n_ctx: int) -> None:
+    def __init__(self, n_prompt: int, n_ctx: int, max_ctx: int = 0) -> None:
+        if max_ctx and n_prompt + 64 > max_ctx:
+            advice = (
+                f"that is more than the model's maximum context of {max_ctx} tokens "
+                f"(about {max_ctx // 25 // 60} min of audio at 25 tokens/s); split the audio "
+                "into shorter parts"
+            )
+        else:
+            advice = f"pass a larger --n-ctx (at least {n_prompt + 64}) or shorter audio"
         super().__init__(
-            f"the prompt needs {n_prompt} tokens but the context holds {n_ctx}; "
-            f"pass a larger --n-ctx (at least {n_prompt + 64}) or shorter audio"
+            f"the prompt needs {n_prompt} tokens but the context holds {n_ctx}; {advice}"
         )
         self.n_prompt = n_prompt
         self.n_ctx = n_ctx
+        self.max_ctx = max_ctx
 
 
 class DependencyMissingError(QAudioError, ImportError):

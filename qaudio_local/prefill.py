@@ -49,6 +49,7 @@ class Llama:
     n_ctx: int
     n_batch: int
     n_embd: int
+    n_ctx_train: int = 0
 
 
 def _fail(what: str, rc: int) -> RuntimeBackendError:
@@ -120,7 +121,7 @@ class FaithfulPrefill:
         counts = [sum(f.n_audio_tokens for f in ws) for ws in windows]
         n_prompt = len(ids) - len(audios) + sum(counts)
         if n_prompt + 1 > self.lm.n_ctx:
-            raise ContextOverflowError(n_prompt, self.lm.n_ctx)
+            raise ContextOverflowError(n_prompt, self.lm.n_ctx, self.lm.n_ctx_train)
         t0 = time.perf_counter()
         embeds = [self._encode(ws) for ws in windows]
         enc_ms = (time.perf_counter() - t0) * 1e3
@@ -170,7 +171,7 @@ class MtmdPrefill:
         try:
             n_prompt = int(self.mtmd.mtmd_helper_get_n_tokens(chunks))
             if n_prompt + 1 > self.lm.n_ctx:
-                raise ContextOverflowError(n_prompt, self.lm.n_ctx)
+                raise ContextOverflowError(n_prompt, self.lm.n_ctx, self.lm.n_ctx_train)
             return self._eval(chunks, n_prompt)
         finally:
             self.mtmd.mtmd_input_chunks_free(chunks)

@@ -126,6 +126,7 @@ class AudioModel:
             n_ctx=self.n_ctx,
             n_batch=opts.n_batch,
             n_embd=self.model_info.n_embd,
+            n_ctx_train=self.model_info.n_ctx_train,
         )
         if opts.audio_path == "mtmd":
             self._prefill: FaithfulPrefill | MtmdPrefill = MtmdPrefill(

@@ -248,3 +248,11 @@ def test_q8_0_pair_runs_both_audio_paths(
     cos = float(np.dot(quant, full) / np.linalg.norm(quant) / np.linalg.norm(full))
     assert cos > 0.99
     assert np.abs(quant - full).max() > 0  # it really is another model file
+
+
+def test_audio_beyond_the_models_context_says_to_split(tiny_model: AudioModel) -> None:
+    """The tiny model is trained for 8192 positions: 6 min of audio (9000 tokens) never fits."""
+    with pytest.raises(ContextOverflowError, match="split the audio") as err:
+        tiny_model.generate("Hi", [np.zeros(6 * 60 * 16000, np.float32) + 0.01])
+    assert err.value.max_ctx == 8192 and err.value.n_prompt > 9000
+    assert "--n-ctx" not in str(err.value)
