@@ -207,6 +207,7 @@ def _model_and_options(opts: dict[str, Any]) -> tuple[Path, Path, Any]:
             progress=bars,
         )
     plan: Any = r.plan
+    click.echo(f"using {r.spec}: {plan.placement()} (`qaudio plan` says why)", err=True)
     for warning in plan.warnings:
         click.echo(f"note: {warning}", err=True)
     layers = plan.n_gpu_layers if opts["n_gpu_layers"] is None else opts["n_gpu_layers"]

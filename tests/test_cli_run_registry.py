@@ -28,6 +28,7 @@ def test_first_run_pulls_then_runs_offline(
     data = json.loads(first.stdout)
     assert data["usage"]["audio_tokens"] == 75 and data["usage"]["completion_tokens"] == 4
     assert set(read_manifest()) == {(REPO, TEXT), (REPO, MMPROJ)}  # pulled and recorded
+    assert "using tiny:F32: all layers on the CPU" in first.stderr
     assert cli_hub.requests("GET")
 
     cli_hub.reset_log()
