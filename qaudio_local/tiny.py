@@ -20,6 +20,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ _TRAIN_SPLIT = re.compile(
 N_MERGES = 500  # 256 bytes + ~500 merged tokens + 6 specials -> 762 ids -> 768 embedding rows
 DTYPES = ("float32", "float16", "bfloat16")
 
-AUDIO = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128, "mels": 128, "positions": 1500}
-TEXT = {"hidden": 256, "ffn": 512, "layers": 2, "heads": 4, "kv_heads": 4}
+AUDIO_DIMS = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128, "mels": 128, "positions": 1500}
+TEXT_DIMS = {"hidden": 256, "ffn": 512, "layers": 2, "heads": 4, "kv_heads": 4}
 
 CHAT_TEMPLATE = (
     "{%- set audio_count = namespace(value=0) -%}"
@@ -277,8 +278,11 @@ def _tokenizer_files() -> dict[str, object]:
     }
 
 
-def _configs(dtype: str) -> dict[str, object]:
+def _configs(
+    dtype: str, audio: Mapping[str, int] | None = None, text: Mapping[str, int] | None = None
+) -> dict[str, object]:
     """Return file name -> JSON object for config, generation and preprocessor configs."""
+    AUDIO, TEXT = audio or AUDIO_DIMS, text or TEXT_DIMS  # noqa: N806
     ids = special_token_ids()
     audio_config = {
         "model_type": "qwen2_audio_encoder",
@@ -367,8 +371,11 @@ def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0
     return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
 
 
-def _weights(seed: int) -> dict[str, np.ndarray]:
+def _weights(
+    seed: int, audio: Mapping[str, int] | None = None, text: Mapping[str, int] | None = None
+) -> dict[str, np.ndarray]:
     """Return every tensor of the checkpoint (float32), named as on the hub."""
+    AUDIO, TEXT = audio or AUDIO_DIMS, text or TEXT_DIMS  # noqa: N806
     rng = np.random.default_rng(seed)
     w: dict[str, np.ndarray] = {}
 
@@ -464,7 +471,13 @@ def _dump(path: Path, obj: object) -> None:
 
 
 def make_tiny_checkpoint(
-    out_dir: str | Path, *, seed: int = 0, dtype: str = "float32", shards: int = 1
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    shards: int = 1,
+    audio: Mapping[str, int] | None = None,
+    text: Mapping[str, int] | None = None,
 ) -> Path:
     """Write a tiny random Qwen2-Audio checkpoint in Hugging Face layout.
 
@@ -474,6 +487,9 @@ def make_tiny_checkpoint(
         dtype: Stored weight type: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
         shards: Number of safetensors files; above 1 they are named
             ``model-0000k-of-0000n.safetensors`` with a ``model.safetensors.index.json``.
+        audio: Override encoder sizes (keys of :data:`AUDIO_DIMS`), e.g. the real
+            ``{"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}`` for benchmarks.
+        text: Override text-model sizes (keys of :data:`TEXT_DIMS`).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -486,13 +502,17 @@ def make_tiny_checkpoint(
         raise ConversionError(
             f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}", path=str(out)
         )
-    weights = _weights(seed)
+    audio_dims, text_dims = {**AUDIO_DIMS, **(audio or {})}, {**TEXT_DIMS, **(text or {})}
+    unknown = set(audio_dims) - set(AUDIO_DIMS) | set(text_dims) - set(TEXT_DIMS)
+    if unknown:
+        raise ConversionError(f"unknown size keys {sorted(unknown)}", path=str(out))
+    weights = _weights(seed, audio_dims, text_dims)
     if not 1 <= shards <= len(weights):
         raise ConversionError(
             f"shards must be between 1 and {len(weights)}, not {shards}", path=str(out)
         )
     out.mkdir(parents=True, exist_ok=True)
-    for name, obj in {**_configs(dtype), **_tokenizer_files()}.items():
+    for name, obj in {**_configs(dtype, audio_dims, text_dims), **_tokenizer_files()}.items():
         _dump(out / name, obj)
     _write_weights(out, weights, dtype, shards)
     return out
