@@ -311,8 +311,8 @@ class _Graph:
         q = g.ggml_reshape_3d(ctx, self.linear(x, f"{p}.attn_q"), hd, d.n_heads, n_pos)
         k = g.ggml_reshape_3d(ctx, self.linear(x, f"{p}.attn_k", bias=False), hd, d.n_heads, n_pos)
         v = g.ggml_reshape_3d(ctx, self.linear(x, f"{p}.attn_v"), hd, d.n_heads, n_pos)
-        q = g.ggml_permute(ctx, q, 0, 2, 1, 3)  # [hd, pos, head]
-        k = g.ggml_permute(ctx, k, 0, 2, 1, 3)
+        q = g.ggml_cont(ctx, g.ggml_permute(ctx, q, 0, 2, 1, 3))  # [hd, pos, head]
+        k = g.ggml_cont(ctx, g.ggml_permute(ctx, k, 0, 2, 1, 3))
         v = g.ggml_cont(ctx, g.ggml_permute(ctx, v, 1, 2, 0, 3))  # [pos, hd, head]
         kq = g.ggml_mul_mat(ctx, k, q)  # [key, query, head]
         kq = g.ggml_soft_max_ext(ctx, kq, None, 1.0 / math.sqrt(hd), 0.0)
