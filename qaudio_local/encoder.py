@@ -80,6 +80,7 @@ class AudioEncoder:
         self._backend: Any = None
         self._wctx: Any = None
         self._wbuf: Any = None
+        self._flash = True  # fused F32 attention where the backend has it
         reader = gguf.GGUFReader(mmproj_path)
 
         def meta(key: str) -> Any:
@@ -238,21 +239,31 @@ class AudioEncoder:
         mem = g.ggml_tensor_overhead() * GRAPH_SIZE + g.ggml_graph_overhead_custom(
             GRAPH_SIZE, False
         )
-        ctx = g.ggml_init(_init_params(mem))
+        for flash in (True, False) if self._flash else (False,):
+            ctx = g.ggml_init(_init_params(mem))
+            try:
+                graph = g.ggml_new_graph_custom(ctx, GRAPH_SIZE, False)
+                inp = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, mel.shape[1], mel.shape[0])
+                g.ggml_set_input(inp)
+                out = _Graph(g, ctx, self.w, self.dims, flash).build(inp, n_pos, n_out)
+                g.ggml_set_output(out)
+                g.ggml_build_forward_expand(graph, out)
+                if all(
+                    g.ggml_backend_supports_op(self._backend, g.ggml_graph_node(graph, i))
+                    for i in range(g.ggml_graph_n_nodes(graph))
+                ):
+                    return self._compute(graph, inp, out, mel, n_out)
+            finally:
+                g.ggml_free(ctx)
+            self._flash = False  # this backend lacks F32 flash attention: use plain ops
+        raise RuntimeBackendError(
+            f"the {self.backend_name} backend cannot run the audio encoder; use --no-mmproj-gpu"
+        )
+
+    def _compute(self, graph: Any, inp: Any, out: Any, mel: np.ndarray, n_out: int) -> np.ndarray:
+        g = self._g
         galloc = g.ggml_gallocr_new(g.ggml_backend_get_default_buffer_type(self._backend))
         try:
-            graph = g.ggml_new_graph_custom(ctx, GRAPH_SIZE, False)
-            inp = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, mel.shape[1], mel.shape[0])
-            g.ggml_set_input(inp)
-            out = _Graph(g, ctx, self.w, self.dims).build(inp, n_pos, n_out)
-            g.ggml_set_output(out)
-            g.ggml_build_forward_expand(graph, out)
-            for i in range(g.ggml_graph_n_nodes(graph)):
-                if not g.ggml_backend_supports_op(self._backend, g.ggml_graph_node(graph, i)):
-                    raise RuntimeBackendError(
-                        f"the {self.backend_name} backend cannot run the "
-                        "audio encoder; use --no-mmproj-gpu"
-                    )
             if not g.ggml_gallocr_alloc_graph(galloc, graph):
                 raise RuntimeBackendError("not enough memory for the audio encoder's buffers")
             g.ggml_backend_tensor_set(inp, mel.ctypes.data, 0, mel.nbytes)
@@ -263,7 +274,6 @@ class AudioEncoder:
             return result
         finally:
             g.ggml_gallocr_free(galloc)
-            g.ggml_free(ctx)
 
 
 def _as_f32(t: Any) -> np.ndarray:
@@ -285,8 +295,8 @@ def _init_params(mem: int) -> Any:
 class _Graph:
     """Builds the encoder graph op by op (ggml shapes are written ne0-first)."""
 
-    def __init__(self, g: Any, ctx: Any, w: dict[str, Any], dims: EncoderDims) -> None:
-        self.g, self.ctx, self.w, self.d = g, ctx, w, dims
+    def __init__(self, g: Any, ctx: Any, w: dict[str, Any], dims: EncoderDims, flash: bool) -> None:
+        self.g, self.ctx, self.w, self.d, self.flash = g, ctx, w, dims, flash
 
     def ln(self, x: Any, prefix: str) -> Any:
         g, ctx = self.g, self.ctx
@@ -311,6 +321,11 @@ class _Graph:
         q = g.ggml_reshape_3d(ctx, self.linear(x, f"{p}.attn_q"), hd, d.n_heads, n_pos)
         k = g.ggml_reshape_3d(ctx, self.linear(x, f"{p}.attn_k", bias=False), hd, d.n_heads, n_pos)
         v = g.ggml_reshape_3d(ctx, self.linear(x, f"{p}.attn_v"), hd, d.n_heads, n_pos)
+        if self.flash:
+            # fused kernel on F32 q/k/v: no F16 rounding (llama.cpp casts K/V to F16 first)
+            q, k, v = (g.ggml_permute(ctx, t, 0, 2, 1, 3) for t in (q, k, v))  # [hd, pos, head]
+            o = g.ggml_flash_attn_ext(ctx, q, k, v, None, 1.0 / math.sqrt(hd), 0.0, 0.0)
+            return self.linear(g.ggml_reshape_2d(ctx, o, d.d_model, n_pos), f"{p}.attn_out")
         q = g.ggml_cont(ctx, g.ggml_permute(ctx, q, 0, 2, 1, 3))  # [hd, pos, head]
         k = g.ggml_cont(ctx, g.ggml_permute(ctx, k, 0, 2, 1, 3))
         v = g.ggml_cont(ctx, g.ggml_permute(ctx, v, 1, 2, 0, 3))  # [pos, hd, head]

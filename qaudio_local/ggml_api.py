@@ -62,6 +62,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ggml_norm": (T, [CTX, T, c_float]),
     "ggml_gelu_erf": (T, [CTX, T]),
     "ggml_soft_max_ext": (T, [CTX, T, T, c_float, c_float]),
+    "ggml_flash_attn_ext": (T, [CTX, T, T, T, T, c_float, c_float, c_float]),
     "ggml_conv_1d": (T, [CTX, T, T, c_int, c_int, c_int]),
     "ggml_pool_1d": (T, [CTX, T, c_int, c_int, c_int, c_int]),
     "ggml_cont": (T, [CTX, T]),
