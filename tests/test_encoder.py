@@ -1,0 +1,64 @@
+"""The ggml audio encoder on its own: shapes, both attention forms, and the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qaudio_local.encoder import AudioEncoder
+from qaudio_local.features import audio_tokens, log_mel
+
+from .conftest import tone
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_gguf: tuple[Path, Path]):
+    with AudioEncoder(tiny_gguf[1], n_threads=2) as enc:
+        yield enc
+
+
+@pytest.mark.parametrize("seconds", [0.02, 0.5, 1.0, 12.3, 30.0])
+def test_token_count_and_width(encoder: AudioEncoder, seconds: float) -> None:
+    f = log_mel(tone(seconds))
+    out = encoder.encode(f.mel, f.n_valid_frames)
+    assert out.shape == (audio_tokens(f.n_valid_frames), encoder.dims.out_dim)
+    assert out.shape[0] == f.n_audio_tokens and np.isfinite(out).all()
+
+
+def test_flash_and_plain_attention_agree(encoder: AudioEncoder) -> None:
+    f = log_mel(tone(7.0, 523))
+    fused = encoder.encode(f.mel, f.n_valid_frames)
+    encoder._flash = False
+    try:
+        plain = encoder.encode(f.mel, f.n_valid_frames)
+    finally:
+        encoder._flash = True
+    assert 0 < np.abs(fused - plain).max() < 1e-5  # two algorithms, the same numbers
+
+
+def test_rejects_bad_shapes(encoder: AudioEncoder) -> None:
+    with pytest.raises(ValueError, match="mel"):
+        encoder.encode(np.zeros((80, 3000), np.float32), 100)
+    with pytest.raises(ValueError, match="n_valid_frames"):
+        encoder.encode(np.zeros((128, 3000), np.float32), 0)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("seconds", [0.5, 9.0, 29.9])
+def test_matches_the_reference_encoder(
+    encoder: AudioEncoder, tiny_checkpoint: Path, seconds: float
+) -> None:
+    pytest.importorskip("transformers")
+    from .reference import ReferenceModel
+
+    clip = tone(seconds, 311) + 0.02 * np.random.default_rng(3).standard_normal(
+        int(seconds * 16000)
+    ).astype(np.float32)
+    expected = ReferenceModel(tiny_checkpoint).audio_embeddings(clip).numpy()
+    f = log_mel(clip)
+    got = encoder.encode(f.mel, f.n_valid_frames)
+    assert got.shape == expected.shape
+    # f32 rounding through 3 layers of random weights: ~1e-4 on values of magnitude ~2
+    assert np.abs(got - expected).max() < 5e-4
