@@ -49,6 +49,11 @@ _PATH = click.Path(path_type=Path)
     help="Print one JSON object with text, usage and timings instead of streaming.",
 )
 @click.option(
+    "--stats",
+    is_flag=True,
+    help="After the answer, print token counts and timings on stderr.",
+)
+@click.option(
     "--max-tokens",
     default=256,
     show_default=True,
@@ -117,7 +122,12 @@ _PATH = click.Path(path_type=Path)
 )
 @handle_errors
 def run(
-    audio: tuple[str, ...], prompt: str | None, as_json: bool, system_prompt: str, **opts: Any
+    audio: tuple[str, ...],
+    prompt: str | None,
+    as_json: bool,
+    stats: bool,
+    system_prompt: str,
+    **opts: Any,
 ) -> None:
     """Answer a prompt about one or more AUDIO files, streaming the answer to stdout.
 
@@ -154,6 +164,16 @@ def run(
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         click.echo()
+    if stats:
+        sys.stdout.flush()
+        u, t = result.usage, result.timings
+        click.echo(
+            f"{u.audio_seconds:.1f} s of audio -> {u.audio_tokens} audio tokens; prompt "
+            f"{u.prompt_tokens} tokens; {u.completion_tokens} generated "
+            f"({result.finish_reason}); encode {t.encode_ms:.0f} ms, prefill "
+            f"{t.prefill_ms:.0f} ms, decode {t.decode_tokens_per_s:.1f} tokens/s",
+            err=True,
+        )
 
 
 def _check_model_options(opts: dict[str, Any]) -> None:

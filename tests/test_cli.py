@@ -694,3 +694,11 @@ def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.Mon
     assert result.exit_code == 0
     assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in result.stderr
     assert "llama-cpp-python==0.3.36" in result.stderr
+
+
+def test_run_stats_go_to_stderr(tiny_gguf: Pair) -> None:
+    result = invoke(*run_args(tiny_gguf, EXAMPLE_CLIP, extra=("--stats",)))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip()  # the answer stays alone on stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert "3.0 s of audio -> 75 audio tokens" in line and "tokens/s" in line
