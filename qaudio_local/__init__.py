@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioClip",
     "AudioModel",
     "Chunk",
     "Generation",
@@ -23,13 +24,16 @@ __all__ = [
     "__version__",
     "convert_checkpoint",
     "load_audio",
+    "load_clip",
+    "resolve_model",
     "user",
 ]
 
 if TYPE_CHECKING:
-    from .audio import load_audio
+    from .audio import AudioClip, load_audio, load_clip
     from .convert import convert_checkpoint
     from .prompt import Message, user
+    from .resolve import resolve_model
     from .runtime import (
         AudioModel,
         Chunk,
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "load_audio": ".audio",
+    "load_clip": ".audio",
+    "AudioClip": ".audio",
+    "resolve_model": ".resolve",
     "convert_checkpoint": ".convert",
     "Message": ".prompt",
     "user": ".prompt",
