@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from .backend import recent_errors
+from .config import N_FFT
 from .errors import ContextOverflowError, RuntimeBackendError
 
 AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 CHUNK_TYPE_AUDIO = 2  # mtmd_input_chunk_type
 # libmtmd aborts the process on a 1-sample buffer and zero-pads anything shorter than
 # n_fft/2 + 1 samples itself; padding here to that length changes nothing else.
-MIN_MTMD_SAMPLES = 201
+MIN_MTMD_SAMPLES = N_FFT // 2 + 1  # 201
 
 
 @dataclass(frozen=True)
@@ -112,16 +113,16 @@ class FaithfulPrefill:
 
     def run(self, text: str, audios: list[np.ndarray]) -> PrefillStats:
         from .features import log_mel
-        from .windows import split_windows
+        from .windows import audio_token_count, split_windows
 
         ids = tokenize(self.lm, text)
         if ids.count(self.audio_id) != len(audios):
             raise ValueError("the prompt text may not contain the <|AUDIO|> token")
-        windows = [[log_mel(w) for w in split_windows(a)] for a in audios]
-        counts = [sum(f.n_audio_tokens for f in ws) for ws in windows]
+        counts = [audio_token_count(a.size) for a in audios]  # known before any feature
         n_prompt = len(ids) - len(audios) + sum(counts)
         if n_prompt + 1 > self.lm.n_ctx:
             raise ContextOverflowError(n_prompt, self.lm.n_ctx, self.lm.n_ctx_train)
+        windows = [[log_mel(w) for w in split_windows(a)] for a in audios]
         t0 = time.perf_counter()
         embeds = [self._encode(ws) for ws in windows]
         enc_ms = (time.perf_counter() - t0) * 1e3
