@@ -280,3 +280,53 @@ def test_q8_0_quantizes_matrices_and_keeps_the_rest(tiny_checkpoint: Path, tmp_p
     _, ptensors = _fields(res.mmproj_path)
     assert ptensors["a.blk.0.ffn_up.weight"].tensor_type == q8
     assert ptensors["a.conv1d.1.weight"].tensor_type == gguf.GGMLQuantizationType.F16
+
+
+# K-quant level -> the ggml types llama.cpp's mix puts in the text model's matrices
+K_QUANT_TYPES = {
+    "Q3_K_M": {"Q3_K", "Q4_K", "Q5_K", "Q6_K"},
+    "Q4_K_M": {"Q4_K", "Q6_K"},
+    "Q5_K_M": {"Q5_K", "Q6_K"},
+    "Q6_K": {"Q6_K"},
+}
+
+
+@pytest.mark.parametrize("level", list(K_QUANT_TYPES))
+def test_k_quants_come_from_llama_cpps_quantizer(
+    tiny_checkpoint: Path, tmp_path: Path, level: str
+) -> None:
+    res = convert_checkpoint(tiny_checkpoint, tmp_path, outtype=level.lower())  # any case
+    assert res.model_path.name == f"tiny-qwen2-audio.{level}.gguf"
+    assert res.mmproj_path.name == "tiny-qwen2-audio.mmproj-f16.gguf"  # f16 unless asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [res.model_path.name, res.mmproj_path.name]
+    )  # the F16 intermediate and every .partial are gone
+    kv, tensors = _fields(res.model_path)
+    ftypes = {"Q3_K_M": 12, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
+    assert kv["general.file_type"] == ftypes[level]
+    matrices = {t.tensor_type.name for t in tensors.values() if len(t.shape) == 2}
+    assert matrices == K_QUANT_TYPES[level]
+    assert tensors["blk.0.attn_q.bias"].tensor_type == gguf.GGMLQuantizationType.F32
+    assert kv["tokenizer.ggml.pre"] == "qwen2" and len(kv["tokenizer.ggml.tokens"]) > 0
+
+
+def test_projector_outtype_is_separate(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    res = convert_checkpoint(tiny_checkpoint, tmp_path, outtype="Q4_K_M", mmproj_outtype="q8_0")
+    _, ptensors = _fields(res.mmproj_path)
+    assert res.mmproj_path.name.endswith(".mmproj-q8_0.gguf")
+    assert ptensors["a.blk.0.ffn_up.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    with pytest.raises(ConversionError, match="unknown projector outtype 'Q4_K_M'"):
+        convert_checkpoint(tiny_checkpoint, tmp_path / "x", outtype="f16", mmproj_outtype="Q4_K_M")
+
+
+def test_a_failed_quantization_leaves_nothing(tmp_path: Path) -> None:
+    from qaudio_local.convert.quantize import quantize_text_model
+
+    src = tmp_path / "not-a-model.gguf"
+    src.write_bytes(b"garbage, not GGUF")
+    dst = tmp_path / "out.Q4_K_M.gguf"
+    with pytest.raises(ConversionError, match="could not quantize not-a-model.gguf to Q4_K_M"):
+        quantize_text_model(src, dst, "Q4_K_M")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-model.gguf"]
+    with pytest.raises(ConversionError, match="choose one of Q3_K_M, Q4_K_M"):
+        quantize_text_model(src, dst, "Q2_K")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,18 @@ import numpy as np
 from ..errors import ConversionError
 from .checkpoint import Checkpoint
 from .mapping import TensorPlan, audio_plans, text_plans, unknown_tensors
+from .quantize import LLAMA_FTYPES, quantize_text_model
 from .vocab import load_vocab
 
-__all__ = ["OUTTYPES", "ConvertResult", "ProgressFn", "convert_checkpoint"]
+__all__ = ["MMPROJ_OUTTYPES", "OUTTYPES", "ConvertResult", "ProgressFn", "convert_checkpoint"]
 
-OUTTYPES = ("f32", "f16", "q8_0")
+# Written by the converter itself (q8_0: the same bytes as llama.cpp's convert_hf_to_gguf.py).
+DIRECT_OUTTYPES = ("f32", "f16", "q8_0")
+# Text model through llama.cpp's quantizer, from an F16 intermediate (Q8_0 is the same
+# format as q8_0; both names are accepted and q8_0 is written directly).
+QUANT_OUTTYPES = tuple(k for k in LLAMA_FTYPES if k != "Q8_0")
+OUTTYPES = (*DIRECT_OUTTYPES, *QUANT_OUTTYPES)
+MMPROJ_OUTTYPES = DIRECT_OUTTYPES
 ProgressFn = Callable[[str, int, int], None]  # (tensor name, index done, total)
 
 
@@ -158,9 +167,59 @@ def _mmproj_writer(path: Path, ckpt: Checkpoint, outtype: str, name: str):
     return w
 
 
-def output_paths(out_dir: Path, stem: str, outtype: str) -> tuple[Path, Path]:
+def _write_text_model(
+    path: Path,
+    ckpt: Checkpoint,
+    outtype: str,
+    text_type: str,
+    stem: str,
+    plans: Sequence[TensorPlan],
+    progress: ProgressFn | None,
+    total: int,
+) -> int:
+    """Write the text model directly, or as F16 then through llama.cpp's quantizer."""
+    if outtype == text_type:
+        return _write(
+            path, _text_writer(path, ckpt, outtype, stem), plans, ckpt, progress, 0, total
+        )
+    try:  # the F16 intermediate lives next to the output: same disk, removed in any case
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".f16", dir=path.parent))
+    except OSError as exc:
+        raise ConversionError(f"cannot write in {path.parent}: {exc}", path=str(path)) from exc
+    try:
+        f16 = tmp / f"{stem}.F16.gguf"
+        done = _write(f16, _text_writer(f16, ckpt, "f16", stem), plans, ckpt, progress, 0, total)
+        quantize_text_model(f16, path, outtype)
+        return done
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def output_paths(
+    out_dir: Path, stem: str, outtype: str, mmproj_outtype: str | None = None
+) -> tuple[Path, Path]:
     """Where the text model and projector of a conversion are written."""
-    return (out_dir / f"{stem}.{outtype.upper()}.gguf", out_dir / f"{stem}.mmproj-{outtype}.gguf")
+    mm = mmproj_outtype or default_mmproj_outtype(outtype)
+    return (out_dir / f"{stem}.{outtype.upper()}.gguf", out_dir / f"{stem}.mmproj-{mm}.gguf")
+
+
+def normalize_outtype(outtype: str, *, projector: bool = False) -> str:
+    """The canonical spelling of an outtype (``Q4_K_M``, ``q8_0``, ``f16``), case-insensitive.
+
+    Raises:
+        ConversionError: Not one of :data:`OUTTYPES` (or :data:`MMPROJ_OUTTYPES`).
+    """
+    valid = MMPROJ_OUTTYPES if projector else OUTTYPES
+    for name in valid:
+        if outtype.casefold() == name.casefold():
+            return name
+    what = "projector outtype" if projector else "outtype"
+    raise ConversionError(f"unknown {what} {outtype!r}; choose one of {', '.join(valid)}", path="")
+
+
+def default_mmproj_outtype(outtype: str) -> str:
+    """The projector's storage for a text outtype: the same for f32/f16/q8_0, else f16."""
+    return outtype if outtype in DIRECT_OUTTYPES else "f16"
 
 
 def convert_checkpoint(
@@ -168,6 +227,7 @@ def convert_checkpoint(
     out_dir: str | Path,
     *,
     outtype: str = "f16",
+    mmproj_outtype: str | None = None,
     progress: ProgressFn | None = None,
 ) -> ConvertResult:
     """Convert a Qwen2-Audio checkpoint folder into ``out_dir``.
@@ -175,9 +235,14 @@ def convert_checkpoint(
     Args:
         hf_dir: The Hugging Face checkpoint folder (config.json, tokenizer, safetensors).
         out_dir: Where to write the two GGUF files (created if needed).
-        outtype: ``"f16"`` (matrices in F16), ``"f32"``, or ``"q8_0"`` (matrices quantized
-            to 8-bit blocks where their rows allow, else F16). Norms and biases stay F32 and the
-            encoder's convolution kernels are F16 in both, as llama.cpp requires.
+        outtype: ``"f16"`` (matrices in F16), ``"f32"``, ``"q8_0"`` (matrices quantized
+            to 8-bit blocks where their rows allow, else F16), or a llama.cpp K-quant level
+            (``"Q3_K_M"``, ``"Q4_K_M"``, ``"Q5_K_M"``, ``"Q6_K"``): the text model is written in
+            F16 next to the output, quantized by llama.cpp's quantizer, and the F16 file
+            removed. Case-insensitive. Norms and biases stay F32 and the encoder's convolution
+            kernels are F16 in all of them, as llama.cpp requires.
+        mmproj_outtype: The projector's storage, ``"f32"``, ``"f16"`` or ``"q8_0"``
+            (default: the same as ``outtype``, f16 for the K-quants).
         progress: Called after each tensor with (gguf name, tensors done, total).
 
     Returns:
@@ -187,13 +252,12 @@ def convert_checkpoint(
         CheckpointNotFoundError: Missing folder or files.
         ConversionError: Not Qwen2-Audio, unknown/missing/mis-shaped tensors, disk full.
     """
-    if outtype not in OUTTYPES:
-        raise ConversionError(
-            f"unknown outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}", path=str(hf_dir)
-        )
+    outtype = normalize_outtype(outtype)
+    mm_type = normalize_outtype(mmproj_outtype or default_mmproj_outtype(outtype), projector=True)
+    text_type = outtype if outtype in DIRECT_OUTTYPES else "f16"
     out = Path(out_dir)
     with Checkpoint(hf_dir) as ckpt:
-        tplans, aplans = text_plans(ckpt, outtype), audio_plans(ckpt, outtype)
+        tplans, aplans = text_plans(ckpt, text_type), audio_plans(ckpt, mm_type)
         extra = unknown_tensors(ckpt, {p.source for p in (*tplans, *aplans)})
         if extra:
             shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
@@ -207,21 +271,15 @@ def convert_checkpoint(
         except OSError as exc:
             raise ConversionError(f"cannot create {out}: {exc}", path=str(out)) from exc
         stem = Path(hf_dir).resolve().name or "qwen2-audio"
-        model_path, mmproj_path = output_paths(out, stem, outtype)
+        model_path, mmproj_path = output_paths(out, stem, outtype, mm_type)
         total = len(tplans) + len(aplans)
-        done = _write(
-            model_path,
-            _text_writer(model_path, ckpt, outtype, stem),
-            tplans,
-            ckpt,
-            progress,
-            0,
-            total,
+        done = _write_text_model(
+            model_path, ckpt, outtype, text_type, stem, tplans, progress, total
         )
         try:
             _write(
                 mmproj_path,
-                _mmproj_writer(mmproj_path, ckpt, outtype, stem),
+                _mmproj_writer(mmproj_path, ckpt, mm_type, stem),
                 aplans,
                 ckpt,
                 progress,
