@@ -29,9 +29,9 @@ _LEVELS = {
     3: logging.WARNING,
     4: logging.ERROR,
 }
-_recent: collections.deque[str] = collections.deque(maxlen=64)
+_recent: collections.deque[str] = collections.deque(maxlen=1024)
 _lock = threading.Lock()
-_state: dict[str, Any] = {}
+_state: dict[str, Any] = {"lines": 0}
 
 
 def llama_modules() -> tuple[Any, Any]:
@@ -54,6 +54,7 @@ def llama_modules() -> tuple[Any, Any]:
             msg = text.decode("utf-8", errors="replace")
             if level != 5:  # 5 continues the previous line
                 _recent.append(msg.rstrip())
+                _state["lines"] += 1
             elif _recent:
                 _recent[-1] += msg.rstrip()
             logger.log(_LEVELS.get(level, logging.DEBUG), "%s", msg.rstrip())
@@ -64,6 +65,17 @@ def llama_modules() -> tuple[Any, Any]:
         llama_cpp.llama_backend_init()
         _state.update(llama=llama_cpp, mtmd=mtmd, callback=_on_log)
         return llama_cpp, mtmd
+
+
+def log_mark() -> int:
+    """A position in llama.cpp's log, for :func:`log_since`."""
+    return int(_state["lines"])
+
+
+def log_since(mark: int) -> list[str]:
+    """The log lines written after ``mark`` (at most the last 1024)."""
+    n = min(int(_state["lines"]) - mark, len(_recent))
+    return list(_recent)[len(_recent) - n :] if n > 0 else []
 
 
 def recent_errors(n: int = 3) -> str:

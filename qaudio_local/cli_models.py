@@ -35,6 +35,8 @@ def hardware_lines(hw: Hardware) -> list[str]:
     backends = f", backends {', '.join(hw.llama_backends)}" if hw.llama_backends else ""
     offload = "yes" if hw.llama_gpu_offload else "no"
     lines.append(f"{version}{backends}; GPU offload: {offload}")
+    if hw.cpu_kernels:
+        lines.append(hw.cpu_kernels)
     lines += [f"note: {n}" for n in hw.notes]
     return lines
 

@@ -64,6 +64,8 @@ class AudioEncoder:
         mmproj_path: The qwen2a projector GGUF (already validated by gguf_check).
         use_gpu: Use the best ggml device (a GPU when the build has one).
         n_threads: CPU threads for the CPU backend.
+        widen_quantized: Keep quantized weights as F32 copies (for a machine where the
+            quantized kernels fault; see :mod:`qaudio_local.cpu_probe`).
 
     Raises:
         ModelFileError: A tensor the graph needs is missing.
@@ -71,7 +73,12 @@ class AudioEncoder:
     """
 
     def __init__(
-        self, mmproj_path: str | Path, *, use_gpu: bool = True, n_threads: int = 4
+        self,
+        mmproj_path: str | Path,
+        *,
+        use_gpu: bool = True,
+        n_threads: int = 4,
+        widen_quantized: bool = False,
     ) -> None:
         import gguf
 
@@ -81,6 +88,7 @@ class AudioEncoder:
         self._wctx: Any = None
         self._wbuf: Any = None
         self._flash = True  # fused F32 attention where the backend has it
+        self._widen_quantized = widen_quantized
         reader = gguf.GGUFReader(mmproj_path)
 
         def meta(key: str) -> Any:
@@ -124,7 +132,12 @@ class AudioEncoder:
         host: dict[str, np.ndarray] = {}
         for name, t in tensors.items():
             shape = [int(x) for x in t.shape]  # ggml order
-            if name in _WIDEN or (t.tensor_type == GGML_TYPE_F16 and len(shape) == 1):
+            quantized = int(t.tensor_type) not in (GGML_TYPE_F32, GGML_TYPE_F16)
+            if (
+                name in _WIDEN
+                or (t.tensor_type == GGML_TYPE_F16 and len(shape) == 1)
+                or (quantized and self._widen_quantized)
+            ):
                 data, ttype = _as_f32(t), GGML_TYPE_F32
             else:
                 data, ttype = np.asarray(t.data), int(t.tensor_type)

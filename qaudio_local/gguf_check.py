@@ -15,6 +15,12 @@ from typing import Any
 from .errors import ModelFileError, ModelFileNotFoundError
 
 GGUF_MAGIC = b"GGUF"
+_FLOAT_TYPES = {0, 1, 30}  # ggml_type F32, F16, BF16: everything else is quantized
+
+
+def _quantized(tensors: Any) -> bool:
+    """Whether any weight matrix is stored in a quantized ggml type."""
+    return any(len(t.shape) >= 2 and int(t.tensor_type) not in _FLOAT_TYPES for t in tensors)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class TextModelInfo:
     n_layer: int
     n_ctx_train: int
     n_vocab: int
+    quantized: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class ProjectorInfo:
     projector_type: str
     projection_dim: int
     n_mels: int
+    quantized: bool = False
 
 
 def _open(path: str | Path, what: str) -> tuple[Path, Any]:
@@ -128,6 +136,7 @@ def check_text_model(path: str | Path) -> TextModelInfo:
         n_layer=int(n_layer),
         n_ctx_train=int(_value(reader, "qwen2.context_length") or 0),
         n_vocab=len(tokens.data),
+        quantized=_quantized(reader.tensors),
     )
 
 
@@ -166,7 +175,11 @@ def check_projector(path: str | Path) -> ProjectorInfo:
             raise ModelFileError(f"{p} lacks tensor {needed}; it is incomplete", path=str(p))
     _check_projector_shapes(p, reader, tensors, int(dim), int(mels))
     return ProjectorInfo(
-        path=p, projector_type=str(ptype), projection_dim=int(dim), n_mels=int(mels)
+        path=p,
+        projector_type=str(ptype),
+        projection_dim=int(dim),
+        n_mels=int(mels),
+        quantized=_quantized(reader.tensors),
     )
 
 

@@ -64,6 +64,9 @@ class Hardware:
         llama_version: The llama-cpp-python version, if installed.
         system: ``platform.system()``, e.g. ``"Linux"``.
         machine: ``platform.machine()``, e.g. ``"x86_64"``.
+        cpu_kernels: The CPU-kernel probe's one-line verdict (see
+            :mod:`qaudio_local.cpu_probe`), or ``""`` if llama.cpp was not asked.
+        cpu_fast_kernels: Whether quantized models load with llama.cpp's fast kernels here.
         vram_override: The ``--vram`` figure in bytes, if one was given.
         ram_override: The ``--ram`` figure in bytes, if one was given.
         notes: What the probes could not learn, one short line each.
@@ -79,6 +82,8 @@ class Hardware:
     llama_version: str | None = None
     system: str = ""
     machine: str = ""
+    cpu_kernels: str = ""
+    cpu_fast_kernels: bool = True
     vram_override: int | None = None
     ram_override: int | None = None
     notes: tuple[str, ...] = ()
@@ -105,6 +110,17 @@ def _backend() -> tuple[bool, tuple[str, ...], str | None, str | None]:
     except Exception as exc:
         return False, (), None, f"llama.cpp build not inspected ({exc})"
     return info.gpu_offload, info.backends, info.version, None
+
+
+def _cpu_kernels() -> tuple[str, bool, str | None]:
+    """(the probe's verdict line, fast kernels usable, a note if it could not be asked)."""
+    try:
+        from .cpu_probe import cpu_kernel_verdict
+
+        verdict = cpu_kernel_verdict()
+    except Exception as exc:
+        return "", True, f"CPU kernels not probed ({exc})"
+    return verdict.summary(), verdict.text_fast_ok, None
 
 
 def detect(
@@ -140,9 +156,13 @@ def detect(
         notes.append("RAM size unknown; pass --ram GB")
     backends: tuple[str, ...] = ()
     version = None
+    kernels, fast = "", True
     if llama_gpu_offload is None:
         llama_gpu_offload, backends, version, note = _backend()
         notes += [note] if note else []
+        if version is not None:
+            kernels, fast, note = _cpu_kernels()
+            notes += [note] if note else []
     hw = Hardware(
         gpus=tuple(gpus),
         cpu_cores=probes.logical_cores(),
@@ -152,6 +172,8 @@ def detect(
         llama_gpu_offload=llama_gpu_offload,
         llama_backends=backends,
         llama_version=version,
+        cpu_kernels=kernels,
+        cpu_fast_kernels=fast,
         system=system,
         machine=machine,
         notes=tuple(notes),

@@ -39,6 +39,19 @@ def qaudio_home() -> Path:
     return platformdirs.user_data_path(APP_NAME, appauthor=False)
 
 
+def cache_dir() -> Path:
+    """Where re-creatable facts are cached (``QAUDIO_CACHE_DIR``, else the user cache folder).
+
+    Holds, for example, the CPU-kernel probe's verdict; deleting it only costs a re-probe.
+    """
+    override = os.environ.get("QAUDIO_CACHE_DIR", "").strip()
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return platformdirs.user_cache_path(APP_NAME, appauthor=False)
+
+
 def models_dir() -> Path:
     """The folder downloaded model files live in (``<home>/models``)."""
     return qaudio_home() / "models"

@@ -13,6 +13,7 @@ from .errors import InvalidAudioError
 AUDIO_PATHS = ("faithful", "mtmd")
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # name -> ggml_type
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # name -> llama_flash_attn_type
+CPU_KERNELS = ("auto", "fast", "portable")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ModelOptions:
         flash_attn: ``"auto"`` (default: llama.cpp decides; off with an f32 KV cache, since
             its CPU kernel rounds queries to F16 and costs ~1e-3 in the logits), ``"on"``,
             ``"off"``.
+        cpu_kernels: For quantized weights on the CPU: ``"auto"`` (default: llama.cpp's fast
+            repacked/AMX kernels unless a one-time probe found that they fault on this
+            machine; see :mod:`qaudio_local.cpu_probe`), ``"fast"`` (always, no probe) or
+            ``"portable"`` (never).
     """
 
     n_gpu_layers: int = 0
@@ -44,6 +49,7 @@ class ModelOptions:
     audio_path: str = "faithful"
     kv_type: str = "f16"
     flash_attn: str = "auto"
+    cpu_kernels: str = "auto"
 
     @property
     def resolved_flash_attn(self) -> str:
@@ -57,6 +63,8 @@ class ModelOptions:
             raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}")
         if self.kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}")
+        if self.cpu_kernels not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}")
         if self.audio_path not in AUDIO_PATHS:
             raise ValueError(f"audio_path must be one of {', '.join(AUDIO_PATHS)}")
         if self.n_ctx < 16 or self.n_batch < 1:

@@ -19,6 +19,7 @@ import codecs
 import contextlib
 import ctypes
 import os
+import re
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import llama_modules, recent_errors
+from .backend import llama_modules, log_mark, log_since, recent_errors
 from .config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from .errors import RuntimeBackendError
 from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
@@ -81,6 +82,9 @@ class AudioModel:
         self._mctx: Any = None
         self._encoder: Any = None
         self._lock = threading.Lock()
+        self.notices: tuple[str, ...] = ()
+        self.extra_bufts = True
+        self.weight_buffers: tuple[str, ...] = ()  # llama.cpp's, e.g. ("CPU_Mapped", "CPU_REPACK")
         self.model_info: TextModelInfo = check_text_model(model_path)
         self.projector_info: ProjectorInfo = check_projector(mmproj_path)
         check_pair(self.model_info, self.projector_info)
@@ -92,13 +96,29 @@ class AudioModel:
             raise
 
     def _load(self) -> None:
+        from .cpu_probe import kernel_plan
+
         llama, opts = self._llama, self.options
         threads = opts.n_threads or os.cpu_count() or 1
+        kernels = kernel_plan(
+            opts.cpu_kernels, self.model_info.quantized, self.projector_info.quantized
+        )
+        if opts.audio_path == "mtmd" and kernels.mtmd_fault:
+            raise RuntimeBackendError(kernels.mtmd_fault)
+        self.notices = kernels.notices
+        self.extra_bufts = kernels.extra_bufts
         mparams = llama.llama_model_default_params()
+        mparams.use_extra_bufts = kernels.extra_bufts
         mparams.n_gpu_layers = (
             self.model_info.n_layer + 1 if opts.n_gpu_layers < 0 else opts.n_gpu_layers
         )
+        mark = log_mark()
         self._model = llama.llama_model_load_from_file(str(self.model_info.path).encode(), mparams)
+        self.weight_buffers = tuple(
+            m.group(1)
+            for line in log_since(mark)
+            if (m := re.search(r"load_tensors:\s+(\S+) model buffer size", line))
+        )
         if not self._model:
             raise RuntimeBackendError(
                 f"llama.cpp could not load {self.model_info.path}: "
@@ -136,7 +156,10 @@ class AudioModel:
             from .encoder import AudioEncoder
 
             self._encoder = AudioEncoder(
-                self.projector_info.path, use_gpu=opts.mmproj_on_gpu, n_threads=threads
+                self.projector_info.path,
+                use_gpu=opts.mmproj_on_gpu,
+                n_threads=threads,
+                widen_quantized=kernels.widen_encoder,
             )
             self._prefill = FaithfulPrefill(lm, self._encoder)
         self._lm = lm

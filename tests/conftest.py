@@ -11,12 +11,21 @@ import pytest
 from qaudio_local.config import SAMPLE_RATE
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the whole run: the CPU-kernel probe runs once, not per test."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _session_cache: Path
 ) -> None:
     """Point every user-state location into a temporary folder; forbid the network hub."""
     home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("QAUDIO_CACHE_DIR", str(_session_cache))
+    monkeypatch.delenv("QAUDIO_CPU_KERNELS", raising=False)
+    monkeypatch.delenv("QAUDIO_PROBE_INJECT_FAULT", raising=False)
     monkeypatch.setenv("QAUDIO_HOME", str(home / "qaudio"))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

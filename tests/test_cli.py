@@ -672,6 +672,34 @@ def test_selftest_passes() -> None:
     assert "backends: " in lines[0] and "CPU" in lines[0]
     assert any(ln.startswith("GPU offload: ") for ln in lines)
     assert "greedy runs identical: yes" in result.stdout
+    assert any(ln.startswith("CPU quantized kernels: ") for ln in lines)
+    quant = [ln for ln in lines if ln.startswith("quantized ")]
+    assert len(quant) == 4 and all(": ok (logits cosine 0.9" in ln for ln in quant)
+    for level in ("Q4_K_M", "Q8_0"):
+        for path in ("faithful", "mtmd"):
+            assert f"quantized {level} + q8_0 projector, {path} path: ok" in result.stdout
+
+
+def test_selftest_fails_loudly_where_quantized_models_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine where libmtmd faults on a quantized projector: FAILED lines, exit 1."""
+    from qaudio_local import cpu_probe
+
+    here = cpu_probe.cpu_kernel_verdict()  # keep this machine's text outcomes: no crash
+    monkeypatch.setenv("QAUDIO_CACHE_DIR", str(tmp_path))
+    steps = tuple(
+        (s, "SIGILL" if s == cpu_probe.MTMD_STEP else here.outcome(s)) for s in cpu_probe.STEPS
+    )
+    cpu_probe._store(cpu_probe.build_key(), cpu_probe.KernelVerdict(steps=steps))
+    result = invoke("selftest")
+    assert result.exit_code == 1
+    failed = [ln for ln in result.stdout.splitlines() if "FAILED" in ln]
+    assert len(failed) == 2 and all(
+        "mtmd path: FAILED: llama.cpp's audio path" in ln for ln in failed
+    )
+    assert "quantized Q4_K_M + q8_0 projector, faithful path: ok" in result.stdout
+    assert "error: the self-test failed" in result.stderr
 
 
 def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -702,3 +730,22 @@ def test_run_stats_go_to_stderr(tiny_gguf: Pair) -> None:
     assert result.stdout.strip()  # the answer stays alone on stdout
     (line,) = result.stderr.strip().splitlines()
     assert "3.0 s of audio -> 75 audio tokens" in line and "tokens/s" in line
+
+
+def test_convert_outtypes_match_the_converter() -> None:
+    from qaudio_local.cli_commands import CONVERT_OUTTYPES
+    from qaudio_local.convert import OUTTYPES
+
+    assert set(CONVERT_OUTTYPES) == set(OUTTYPES)
+
+
+def test_convert_a_k_quant_from_the_cli(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(
+        "convert", tiny_checkpoint, out, "--outtype", "q4_k_m", "--mmproj-outtype", "Q8_0"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "quantized to Q4_K_M by llama.cpp" in result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["tiny-qwen2-audio.Q4_K_M.gguf", "tiny-qwen2-audio.mmproj-q8_0.gguf"]
+    assert f"model:  {out / names[0]}" in result.stdout
