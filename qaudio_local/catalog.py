@@ -19,7 +19,6 @@ TOML file) instead of ``filename``. It then has ``local_path`` set, and its ``fi
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,45 +186,3 @@ def find_projector(entry: ModelEntry, name: str) -> Projector:
             return p
     valid = tuple(p.name for p in entry.projectors)
     raise UnknownModelError(name, kind="projector", valid=valid, model=entry.name)
-
-
-def user_registry_files() -> list[Path]:
-    """The user's registry files: ``$QAUDIO_HOME/models.toml`` if present, then ``QAUDIO_MODELS``.
-
-    Paths listed in ``QAUDIO_MODELS`` are returned whether or not they exist, so that a
-    mistyped one is reported rather than ignored.
-    """
-    from .paths import qaudio_home
-
-    files = []
-    home_file = qaudio_home() / "models.toml"
-    if home_file.is_file():
-        files.append(home_file)
-    env = os.environ.get("QAUDIO_MODELS", "")
-    files += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
-    return files
-
-
-def load_catalog(extra: list[Path] | None = None, *, user_files: bool = True) -> Catalog:
-    """Load the packaged registry, then merge user files on top (see the module docstring).
-
-    Args:
-        extra: More TOML files, applied last (after ``$QAUDIO_HOME/models.toml`` and
-            ``QAUDIO_MODELS``).
-        user_files: Whether to read ``$QAUDIO_HOME/models.toml`` and ``QAUDIO_MODELS``.
-
-    Raises:
-        CatalogError: A file is missing, unreadable, not TOML, or breaks the schema; the
-            message names the file, the table and the key.
-    """
-    from importlib.resources import files
-
-    from .catalog_toml import RegistryBuilder
-
-    builder = RegistryBuilder()
-    packaged = files("qaudio_local").joinpath("models.toml")
-    builder.apply_text(packaged.read_text(encoding="utf-8"), f"{packaged} (packaged)", None)
-    for path in [*(user_registry_files() if user_files else []), *(extra or [])]:
-        builder.apply_file(Path(path))
-    models, default, sources = builder.build()
-    return Catalog(models=models, default=default, sources=sources)

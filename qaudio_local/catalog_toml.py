@@ -8,14 +8,17 @@ the file, the table and the key. Merging follows the rule documented in ``catalo
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .catalog import LOCAL_REPO, HubFile, ModelDims, ModelEntry, Projector, Quant
+from .catalog import LOCAL_REPO, Catalog, HubFile, ModelDims, ModelEntry, Projector, Quant
 from .errors import CatalogError
+from .paths import qaudio_home
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -309,3 +312,39 @@ def _entry(d: _Draft) -> ModelEntry:
         quants=tuple(quants),
         projectors=tuple(d.projectors.values()),
     )
+
+
+def user_registry_files() -> list[Path]:
+    """The user's registry files: ``$QAUDIO_HOME/models.toml`` if present, then ``QAUDIO_MODELS``.
+
+    Paths listed in ``QAUDIO_MODELS`` are returned whether or not they exist, so that a
+    mistyped one is reported rather than ignored.
+    """
+    files = []
+    home_file = qaudio_home() / "models.toml"
+    if home_file.is_file():
+        files.append(home_file)
+    env = os.environ.get("QAUDIO_MODELS", "")
+    files += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return files
+
+
+def load_catalog(extra: list[Path] | None = None, *, user_files: bool = True) -> Catalog:
+    """Load the packaged registry, then merge user files on top (see the module docstring).
+
+    Args:
+        extra: More TOML files, applied last (after ``$QAUDIO_HOME/models.toml`` and
+            ``QAUDIO_MODELS``).
+        user_files: Whether to read ``$QAUDIO_HOME/models.toml`` and ``QAUDIO_MODELS``.
+
+    Raises:
+        CatalogError: A file is missing, unreadable, not TOML, or breaks the schema; the
+            message names the file, the table and the key.
+    """
+    builder = RegistryBuilder()
+    packaged = resources.files("qaudio_local").joinpath("models.toml")
+    builder.apply_text(packaged.read_text(encoding="utf-8"), f"{packaged} (packaged)", None)
+    for path in [*(user_registry_files() if user_files else []), *(extra or [])]:
+        builder.apply_file(Path(path))
+    models, default, sources = builder.build()
+    return Catalog(models=models, default=default, sources=sources)

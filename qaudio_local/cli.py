@@ -127,4 +127,4 @@ def main(ctx: click.Context, debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
 
 
-from . import cli_commands, cli_hub, cli_models  # noqa: E402,F401  (registers the subcommands)
+from . import cli_commands, cli_hub, cli_models, cli_tools  # noqa: E402,F401  (registers the subcommands)

@@ -184,7 +184,7 @@ def pull(
     for `qaudio plan`); a quant too big for this machine is pulled anyway, with a note.
     """
     from . import hub
-    from .catalog import load_catalog
+    from .catalog_toml import load_catalog
 
     entry, qname = load_catalog().resolve(name)
     q, p, warnings = _choose(entry, _quant_arg(qname, quant), projector, plan_opts)
@@ -225,7 +225,7 @@ def _status(f: HubFile, rec: ManifestRecord | None, local: Path | None) -> str:
 def list_models() -> None:
     """Show every model in the registry: what is pulled (and verified when) and what is not."""
     from . import hub
-    from .catalog import load_catalog
+    from .catalog_toml import load_catalog
     from .paths import models_dir
 
     catalog = load_catalog()
@@ -276,7 +276,8 @@ def rm(name: str, quant: str | None) -> None:
     path in your own models TOML are never deleted.
     """
     from . import hub
-    from .catalog import find_quant, load_catalog
+    from .catalog import find_quant
+    from .catalog_toml import load_catalog
 
     entry, qname = load_catalog().resolve(name)
     qname = _quant_arg(qname, quant)
@@ -298,7 +299,8 @@ def verify(name: str | None) -> None:
     never loaded, and the command to fetch it again is printed. Exits 1 if any file is bad.
     """
     from . import hub
-    from .catalog import find_quant, load_catalog
+    from .catalog import find_quant
+    from .catalog_toml import load_catalog
 
     catalog = load_catalog()
     labels = _labels(catalog)

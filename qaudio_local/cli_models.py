@@ -98,7 +98,7 @@ def plan_cmd(
     NAME defaults to the registry's default model; the quant defaults to auto. Nothing is
     downloaded or loaded.
     """
-    from .catalog import load_catalog
+    from .catalog_toml import load_catalog
     from .hardware import detect
     from .planner import plan
 

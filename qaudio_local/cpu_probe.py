@@ -10,10 +10,11 @@ means "not on this machine". The verdict is cached in the user cache folder
 (:func:`qaudio_local.paths.cache_dir`), keyed by the llama-cpp-python version, the CPU
 features the build reports, the build's library files and the CPU's flags.
 
-The same child also runs the project's audio encoder and libmtmd's on a q8_0 projector.
-Neither places weights in extra buffer types (both allocate them in the backend's default
-buffer, which runs the plain kernels), and the probe confirms it on each machine; should
-one fault anyway, the runtime routes around it (see :mod:`qaudio_local.runtime`).
+The child's side is :mod:`qaudio_local.selftest.kernel_probe`. It also runs the
+project's audio encoder and libmtmd's on a q8_0 projector. Neither places weights in extra
+buffer types (both allocate them in the backend's default buffer, which runs the plain
+kernels), and the probe confirms it on each machine; should one fault anyway, the runtime
+routes around it (see :func:`kernel_plan`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ TEXT_STEPS = tuple(f"text:{q}" for q in ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "Q3
 ENCODER_STEP, MTMD_STEP = "encoder:q8_0", "mtmd:q8_0"
 STEPS = (ENCODER_STEP, *TEXT_STEPS, MTMD_STEP)
 PROBE_TIMEOUT_S = 180.0
+CHILD_MODULE = "qaudio_local.kernel_probe"  # run by name: it builds models (convert)
 FAULT_ENV = "QAUDIO_PROBE_INJECT_FAULT"  # for tests: "STEP" or "STEP:SIGNAME" kills the child
 _WINDOWS_CRASHES = {0xC000001D: "illegal instruction", 0xC0000005: "access violation"}
 
@@ -280,7 +282,7 @@ def _describe_exit(rc: int) -> str:
 
 
 def _child_command(work: Path, steps: list[str], portable_text: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "qaudio_local.cpu_probe", str(work), *steps]
+    cmd = [sys.executable, "-m", CHILD_MODULE, str(work), *steps]
     return [*cmd, "--portable-text"] if portable_text else cmd
 
 
@@ -361,89 +363,3 @@ def run_probe(
         probed_at=stamp,
         seconds=round(time.monotonic() - t0, 2),
     )
-
-
-# --- the child side ---------------------------------------------------------------------
-
-
-def _build(work: Path) -> dict[str, Path]:
-    """The tiny model at every probed level, with a q8_0 projector (reused across children)."""
-    from .convert import convert_checkpoint
-    from .tiny import make_tiny_checkpoint
-
-    done = work / "built.json"
-    if done.exists():
-        return {k: Path(v) for k, v in json.loads(done.read_text()).items()}
-    ckpt = make_tiny_checkpoint(work / "tiny")
-    paths: dict[str, Path] = {}
-    for step in TEXT_STEPS:
-        level = step.split(":")[1]
-        res = convert_checkpoint(ckpt, work / "gguf", outtype=level, mmproj_outtype="q8_0")
-        paths[level], paths["mmproj"] = res.model_path, res.mmproj_path
-    done.write_text(json.dumps({k: str(v) for k, v in paths.items()}))
-    return paths
-
-
-def _run_step(step: str, paths: dict[str, Path], portable_text: bool) -> None:
-    import numpy as np
-
-    from .config import SAMPLE_RATE
-    from .results import ModelOptions, SamplingOptions
-
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    clip = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-    threads = min(2, os.cpu_count() or 1)
-    if step == ENCODER_STEP:
-        from .encoder import AudioEncoder
-        from .features import log_mel
-
-        feats = log_mel(clip)
-        with AudioEncoder(paths["mmproj"], use_gpu=False, n_threads=threads) as enc:
-            enc.encode(feats.mel, feats.n_valid_frames)
-        return
-    from .runtime import AudioModel
-
-    level = "Q8_0" if step == MTMD_STEP else step.split(":")[1]
-    opts = ModelOptions(
-        n_ctx=1024 if step == MTMD_STEP else 256,
-        n_threads=threads,
-        mmproj_on_gpu=False,
-        audio_path="mtmd" if step == MTMD_STEP else "faithful",
-        cpu_kernels="portable" if portable_text and step == MTMD_STEP else "fast",
-    )
-    sampling = SamplingOptions(max_tokens=2, stop_at_end_of_turn=False)
-    with AudioModel(paths[level], paths["mmproj"], opts) as model:
-        model.generate(
-            "Hi there, what is this?", [clip] if step == MTMD_STEP else [], sampling=sampling
-        )
-
-
-def _inject_fault(step: str) -> None:
-    spec = os.environ.get(FAULT_ENV, "")
-    name, _, sig = spec.rpartition(":")
-    if not sig.startswith("SIG"):
-        name, sig = spec, ""
-    if name == step:
-        os.kill(os.getpid(), getattr(signal, sig or "SIGILL", signal.SIGILL))
-
-
-def main(argv: list[str]) -> int:
-    """The child: ``python -m qaudio_local.cpu_probe WORK STEP... [--portable-text]``."""
-    portable_text = "--portable-text" in argv
-    args = [a for a in argv if a != "--portable-text"]
-    work, steps = Path(args[0]), args[1:]
-    paths = _build(work)
-    for step in steps:
-        print(json.dumps({"start": step}), flush=True)
-        _inject_fault(step)
-        try:
-            _run_step(step, paths, portable_text)
-            outcome = "ok"
-        except Exception as exc:  # a clean failure is an outcome; only signals kill
-            outcome = f"error: {type(exc).__name__}: {exc}"[:300]
-        print(json.dumps({"done": step, "outcome": outcome}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

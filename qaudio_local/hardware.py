@@ -16,37 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-GIB = 1 << 30
+from . import hardware_probes as probes
+from .hardware_probes import GIB, Gpu
+
 LLAMA_CPP_PIN = "0.3.36"  # the llama-cpp-python release pyproject.toml allows
 _REINSTALL = (
     'CMAKE_ARGS="{flag}" pip install --force-reinstall --no-cache-dir llama-cpp-python=={version}'
 )
 _BUILD_FLAGS = {"nvidia": "-DGGML_CUDA=on", "amd": "-DGGML_HIP=on", "apple": "-DGGML_METAL=on"}
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """One GPU.
-
-    Attributes:
-        index: The device index its vendor tools use.
-        name: Marketing name, e.g. ``"NVIDIA GeForce RTX 4070"``.
-        vendor: ``"nvidia"``, ``"amd"``, ``"apple"`` or ``"unknown"`` (given by ``--vram`` only).
-        total_bytes: Memory on the device (for Apple: all unified memory).
-        free_bytes: Memory free now (replaced by a ``--vram`` override).
-        compute_capability: e.g. ``"8.9"`` (NVIDIA) or ``"gfx1100"`` (AMD), if known.
-        driver: Driver version, if known.
-        unified: Whether the memory is shared with the CPU (Apple Silicon).
-    """
-
-    index: int
-    name: str
-    vendor: str
-    total_bytes: int
-    free_bytes: int
-    compute_capability: str | None = None
-    driver: str | None = None
-    unified: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,8 +124,6 @@ def detect(
     """
     if (vram_gb is not None and vram_gb < 0) or (ram_gb is not None and ram_gb < 0):
         raise ValueError("--vram and --ram take a size in GiB of 0 or more")
-    from . import hardware_probes as probes
-
     system, machine = probes.platform_id()
     gpus, notes = probes.find_gpus(system, machine)
     ram = probes.ram(system, proc_dir, cgroup_dir)

@@ -14,13 +14,38 @@ import os
 import platform
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from .hardware import Gpu
-
 MIB = 1 << 20
+GIB = 1 << 30
 PROBE_TIMEOUT_S = 5.0
 _NVIDIA_FIELDS = "index,name,memory.total,memory.free,compute_cap,driver_version"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU.
+
+    Attributes:
+        index: The device index its vendor tools use.
+        name: Marketing name, e.g. ``"NVIDIA GeForce RTX 4070"``.
+        vendor: ``"nvidia"``, ``"amd"``, ``"apple"`` or ``"unknown"`` (given by ``--vram`` only).
+        total_bytes: Memory on the device (for Apple: all unified memory).
+        free_bytes: Memory free now (replaced by a ``--vram`` override).
+        compute_capability: e.g. ``"8.9"`` (NVIDIA) or ``"gfx1100"`` (AMD), if known.
+        driver: Driver version, if known.
+        unified: Whether the memory is shared with the CPU (Apple Silicon).
+    """
+
+    index: int
+    name: str
+    vendor: str
+    total_bytes: int
+    free_bytes: int
+    compute_capability: str | None = None
+    driver: str | None = None
+    unified: bool = False
 
 
 def run_probe(cmd: list[str], timeout: float = PROBE_TIMEOUT_S) -> str | None:

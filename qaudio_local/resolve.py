@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import find_projector, find_quant, load_catalog
+from .catalog import find_projector, find_quant
+from .catalog_toml import load_catalog
 from .hub import ProgressCallback
 
 

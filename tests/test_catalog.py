@@ -12,8 +12,8 @@ from qaudio_local.catalog import (
     Catalog,
     find_projector,
     find_quant,
-    load_catalog,
 )
+from qaudio_local.catalog_toml import load_catalog
 from qaudio_local.errors import CatalogError, QAudioError, UnknownModelError
 
 REPO = Path(__file__).resolve().parents[1]

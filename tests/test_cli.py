@@ -733,7 +733,7 @@ def test_run_stats_go_to_stderr(tiny_gguf: Pair) -> None:
 
 
 def test_convert_outtypes_match_the_converter() -> None:
-    from qaudio_local.cli_commands import CONVERT_OUTTYPES
+    from qaudio_local.cli_tools import CONVERT_OUTTYPES
     from qaudio_local.convert import OUTTYPES
 
     assert set(CONVERT_OUTTYPES) == set(OUTTYPES)

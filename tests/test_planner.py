@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from qaudio_local.catalog import ModelEntry, find_quant, load_catalog
+from qaudio_local.catalog import ModelEntry, find_quant
+from qaudio_local.catalog_toml import load_catalog
 from qaudio_local.errors import PlanError, UnknownModelError
 from qaudio_local.hardware import GIB, Gpu, Hardware
 from qaudio_local.planner import plan
