@@ -30,11 +30,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .audio import AudioClip, load_audio, load_clip
+    from .audio.decode import AudioClip, load_audio, load_clip
     from .convert import convert_checkpoint
-    from .prompt import Message, user
-    from .resolve import resolve_model
-    from .runtime import (
+    from .engine.model import (
         AudioModel,
         Chunk,
         Generation,
@@ -44,17 +42,19 @@ if TYPE_CHECKING:
         Timings,
         Usage,
     )
+    from .engine.prompt import Message, user
+    from .models.resolve import resolve_model
 
 _LAZY = {
-    "load_audio": ".audio",
-    "load_clip": ".audio",
-    "AudioClip": ".audio",
-    "resolve_model": ".resolve",
+    "load_audio": ".audio.decode",
+    "load_clip": ".audio.decode",
+    "AudioClip": ".audio.decode",
+    "resolve_model": ".models.resolve",
     "convert_checkpoint": ".convert",
-    "Message": ".prompt",
-    "user": ".prompt",
+    "Message": ".engine.prompt",
+    "user": ".engine.prompt",
     **{
-        n: ".runtime"
+        n: ".engine.model"
         for n in (
             "AudioModel",
             "Chunk",

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qaudio_local.convert import convert_checkpoint  # noqa: E402
-from qaudio_local.runtime import AudioModel, ModelOptions  # noqa: E402
-from qaudio_local.tiny import make_tiny_checkpoint  # noqa: E402
+from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
+from qaudio_local.engine.model import AudioModel, ModelOptions  # noqa: E402
 from tests.fidelity import (  # noqa: E402
     CASES,
     N_GREEDY,

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         import qaudio_local  # noqa: F401
     except ModuleNotFoundError:  # a source checkout without `pip install -e .`
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from qaudio_local.convert.tiny import DTYPES, make_tiny_checkpoint
     from qaudio_local.errors import QAudioError
-    from qaudio_local.tiny import DTYPES, make_tiny_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="directory to write (created if missing)")

@@ -36,7 +36,7 @@ def _isolated_home(
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny synthetic Qwen2-Audio checkpoint (Hugging Face layout, float32)."""
-    from qaudio_local.tiny import make_tiny_checkpoint
+    from qaudio_local.convert.tiny import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-qwen2-audio")
 
@@ -53,7 +53,7 @@ def tiny_gguf(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def tiny_model(tiny_gguf: tuple[Path, Path]) -> Iterator[object]:
     """The tiny model loaded once through llama.cpp (CPU, 2048-token context, faithful audio)."""
-    from qaudio_local.runtime import AudioModel, ModelOptions
+    from qaudio_local.engine.model import AudioModel, ModelOptions
 
     with AudioModel(*tiny_gguf, ModelOptions(n_ctx=2048, n_threads=2)) as model:
         yield model
@@ -62,7 +62,7 @@ def tiny_model(tiny_gguf: tuple[Path, Path]) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def tiny_model_mtmd(tiny_gguf: tuple[Path, Path]) -> Iterator[object]:
     """The tiny model with llama.cpp's own (libmtmd) audio path."""
-    from qaudio_local.runtime import AudioModel, ModelOptions
+    from qaudio_local.engine.model import AudioModel, ModelOptions
 
     opts = ModelOptions(n_ctx=2048, n_threads=2, audio_path="mtmd")
     with AudioModel(*tiny_gguf, opts) as model:

@@ -299,7 +299,7 @@ def go_online(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     """Point huggingface_hub and qaudio at ``endpoint`` with offline mode off (tests only)."""
     import huggingface_hub.constants
 
-    from qaudio_local import hub
+    from qaudio_local.models import hub
 
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -10,7 +10,7 @@ What "the reference" is:
   ``return_attention_mask=True``), see :func:`reference_features`. With torch installed the
   extractor computes in float32 (``torch.stft``); that is what this module returns.
 - **Audio longer than 30 s**: the official processing applied to each consecutive 30 s window
-  (as defined in :mod:`qaudio_local.windows`): each window gets its own features, mask and
+  (as defined in :mod:`qaudio_local.audio.windows`): each window gets its own features, mask and
   masked encoder pass, keeps its valid tokens, and the windows' tokens are concatenated where
   the clip's ``<|AUDIO|>`` placeholder stands. For a clip of at most 30 s this is the plain
   official path (``tests/test_reference.py`` checks it against
@@ -21,7 +21,7 @@ What "the reference" is:
   kernels, so the converter writes them that way whatever the outtype). Their biases and every
   other tensor stay float32.
 - **Prompt**: one user turn in the Qwen2-Audio chat format built by
-  :func:`qaudio_local.prompt.render` with the marker ``<|audio_bos|><|AUDIO|><|audio_eos|>``.
+  :func:`qaudio_local.engine.prompt.render` with the marker ``<|audio_bos|><|AUDIO|><|audio_eos|>``.
 - **Greedy**: plain argmax for ``n`` steps over the full vocabulary, decoded with the model's
   KV cache; end-of-turn tokens are not special (the continuation goes on past them).
 
@@ -47,7 +47,7 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask
 
 from qaudio_local.config import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
-from qaudio_local.prompt import render, user
+from qaudio_local.engine.prompt import render, user
 
 __all__ = ["AUDIO_MARKER", "ReferenceModel", "reference_features", "reference_windows"]
 
@@ -100,7 +100,7 @@ def _extractor() -> WhisperFeatureExtractor:
 def reference_windows(samples: np.ndarray) -> list[np.ndarray]:
     """Cut mono audio into consecutive 30 s windows, the last one holding the remainder.
 
-    Written independently of :func:`qaudio_local.windows.split_windows`: it keeps every
+    Written independently of :func:`qaudio_local.audio.windows.split_windows`: it keeps every
     window, even a tail too short to make an audio token (its features then mask everything
     but at most two frames, and it contributes no tokens).
     """

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qaudio_local.catalog import (
-    LOCAL_REPO,
-    Catalog,
-    find_projector,
-    find_quant,
-)
-from qaudio_local.catalog_toml import load_catalog
 from qaudio_local.errors import CatalogError, QAudioError, UnknownModelError
+from qaudio_local.models.catalog import LOCAL_REPO, Catalog, find_projector, find_quant
+from qaudio_local.models.registry import load_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "qwen2-audio-7b-instruct"

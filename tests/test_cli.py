@@ -20,9 +20,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner, Result
 
-from qaudio_local.cli import main
+from qaudio_local.audio.windows import audio_token_count
+from qaudio_local.cli.main import main
 from qaudio_local.config import SAMPLE_RATE
-from qaudio_local.windows import audio_token_count
 
 from .conftest import tone
 
@@ -226,7 +226,7 @@ def _no_weights(tmp_path: Path, ckpt: Path) -> Path:
 
 def _extra_tensor(tmp_path: Path, ckpt: Path) -> Path:
     """The tiny checkpoint plus a shard (listed in an index) holding an unknown tensor."""
-    from qaudio_local.safetensors_io import SafetensorsFile, write_safetensors
+    from qaudio_local.convert.safetensors_io import SafetensorsFile, write_safetensors
 
     folder = tmp_path / "extra-tensor"
     shutil.copytree(ckpt, folder)
@@ -246,7 +246,7 @@ def _extra_tensor(tmp_path: Path, ckpt: Path) -> Path:
 
 def _misshaped_tensor(tmp_path: Path, ckpt: Path) -> Path:
     """The tiny checkpoint with one projector matrix of the wrong shape."""
-    from qaudio_local.safetensors_io import SafetensorsFile, write_safetensors
+    from qaudio_local.convert.safetensors_io import SafetensorsFile, write_safetensors
 
     folder = tmp_path / "misshaped"
     shutil.copytree(ckpt, folder)
@@ -684,7 +684,7 @@ def test_selftest_fails_loudly_where_quantized_models_cannot_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A machine where libmtmd faults on a quantized projector: FAILED lines, exit 1."""
-    from qaudio_local import cpu_probe
+    from qaudio_local.engine import cpu_probe
 
     here = cpu_probe.cpu_kernel_verdict()  # keep this machine's text outcomes: no crash
     monkeypatch.setenv("QAUDIO_CACHE_DIR", str(tmp_path))
@@ -704,7 +704,8 @@ def test_selftest_fails_loudly_where_quantized_models_cannot_run(
 
 def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """A GPU the CPU-only llama.cpp build cannot use gets the exact reinstall command."""
-    from qaudio_local import backend, hardware
+    from qaudio_local.engine import backend
+    from qaudio_local.models import hardware
 
     if backend.backend_info().gpu_offload:
         pytest.skip("this llama.cpp build can offload: nothing to warn about")
@@ -733,7 +734,7 @@ def test_run_stats_go_to_stderr(tiny_gguf: Pair) -> None:
 
 
 def test_convert_outtypes_match_the_converter() -> None:
-    from qaudio_local.cli_tools import CONVERT_OUTTYPES
+    from qaudio_local.cli.tools import CONVERT_OUTTYPES
     from qaudio_local.convert import OUTTYPES
 
     assert set(CONVERT_OUTTYPES) == set(OUTTYPES)

@@ -12,9 +12,10 @@ import shutil
 import pytest
 from click.testing import CliRunner, Result
 
-from qaudio_local import hardware, paths, store
-from qaudio_local.cli import main
-from qaudio_local.manifest import read_manifest
+from qaudio_local import paths
+from qaudio_local.cli.main import main
+from qaudio_local.models import hardware, store
+from qaudio_local.models.manifest import read_manifest
 
 from .fakehub import (  # noqa: F401  (fixtures)
     MMPROJ,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from qaudio_local import hardware, hardware_probes
-from qaudio_local.cli import main
+from qaudio_local.cli.main import main
+from qaudio_local.models import hardware, hardware_probes
 
 RTX_4070 = "0, NVIDIA GeForce RTX 4070, 12282, 11563, 8.9, 550.54.14\n"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qaudio_local.manifest import read_manifest
+from qaudio_local.models.manifest import read_manifest
 
 from .fakehub import MMPROJ, REPO, TEXT, FakeHub, fake_hub_fixture, loopback_only_fixture  # noqa: F401  (fixtures)
 from .test_cli_hub import cli_hub_fixture, invoke  # noqa: F401  (fixture)

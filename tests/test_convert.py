@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from qaudio_local.convert import convert_checkpoint
+from qaudio_local.convert.safetensors_io import SafetensorsFile, write_safetensors
+from qaudio_local.convert.tiny import make_tiny_checkpoint, special_token_ids
 from qaudio_local.convert.vocab import TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED
 from qaudio_local.errors import CheckpointNotFoundError, ConversionError
-from qaudio_local.safetensors_io import SafetensorsFile, write_safetensors
-from qaudio_local.tiny import make_tiny_checkpoint, special_token_ids
 
 
 def _fields(path: Path) -> tuple[dict, dict]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qaudio_local import cpu_probe
-from qaudio_local.cpu_probe import (
+from qaudio_local.engine import cpu_probe
+from qaudio_local.engine.cpu_probe import (
     ENCODER_STEP,
     FAULT_ENV,
     MTMD_STEP,
@@ -27,9 +27,9 @@ from qaudio_local.cpu_probe import (
     kernel_plan,
     run_probe,
 )
+from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.results import ModelOptions, SamplingOptions
 from qaudio_local.errors import RuntimeBackendError
-from qaudio_local.results import ModelOptions, SamplingOptions
-from qaudio_local.runtime import AudioModel
 
 from .conftest import tone
 from .test_cli import invoke, run_args

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qaudio_local.encoder import AudioEncoder
-from qaudio_local.features import audio_tokens, log_mel
+from qaudio_local.audio.features import audio_tokens, log_mel
+from qaudio_local.engine.encoder import AudioEncoder
 
 from .conftest import tone
 

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qaudio_local.audio import load_audio
-from qaudio_local.config import N_FRAMES, N_MELS, N_SAMPLES, SAMPLE_RATE
-from qaudio_local.errors import InvalidAudioError
-from qaudio_local.features import (
+from qaudio_local.audio.decode import load_audio
+from qaudio_local.audio.features import (
     Features,
     audio_tokens,
     conv_frames,
@@ -19,6 +17,8 @@ from qaudio_local.features import (
     mel_filters,
     valid_frames,
 )
+from qaudio_local.config import N_FRAMES, N_MELS, N_SAMPLES, SAMPLE_RATE
+from qaudio_local.errors import InvalidAudioError
 
 CLIP_SECONDS = (0.5, 1.0, 5.0, 17.3, 29.9, 30.0)
 PEAKS = {"normal": 0.5, "quiet": 0.01}
@@ -190,7 +190,7 @@ def test_mask_and_features_at_awkward_lengths(
 def test_windows_of_longer_clips(
     extractor, seconds: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from qaudio_local.windows import split_windows
+    from qaudio_local.audio.windows import split_windows
 
     clip = make_clip(seconds, "tones", 0.5)
     clip[N_SAMPLES:] *= 0.05  # a quieter second window: normalisation is per window

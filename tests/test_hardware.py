@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qaudio_local import hardware_probes as probes
-from qaudio_local.hardware import (
+from qaudio_local.models import hardware_probes as probes
+from qaudio_local.models.hardware import (
     GIB,
     Gpu,
     Hardware,

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qaudio_local import hub, paths, store
-from qaudio_local.catalog import HubFile
+from qaudio_local import paths
 from qaudio_local.errors import (
     DiskFullError,
     HubUnreachableError,
@@ -25,7 +24,9 @@ from qaudio_local.errors import (
     QAudioError,
     RemoteFileNotFoundError,
 )
-from qaudio_local.manifest import ManifestRecord, read_manifest, update_manifest
+from qaudio_local.models import hub, store
+from qaudio_local.models.catalog import HubFile
+from qaudio_local.models.manifest import ManifestRecord, read_manifest, update_manifest
 
 from .fakehub import (  # noqa: F401  (fixtures)
     MMPROJ,

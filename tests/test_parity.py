@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from qaudio_local.runtime import AudioModel, ModelOptions  # noqa: E402
+from qaudio_local.engine.model import AudioModel, ModelOptions  # noqa: E402
 
 from .fidelity import (  # noqa: E402
     CASES,

@@ -10,12 +10,11 @@ import json
 
 import pytest
 
-from qaudio_local.catalog import ModelEntry, find_quant
-from qaudio_local.catalog_toml import load_catalog
 from qaudio_local.errors import PlanError, UnknownModelError
-from qaudio_local.hardware import GIB, Gpu, Hardware
-from qaudio_local.planner import plan
-from qaudio_local.planner_memory import (
+from qaudio_local.models.catalog import ModelEntry, find_quant
+from qaudio_local.models.hardware import GIB, Gpu, Hardware
+from qaudio_local.models.planner import plan
+from qaudio_local.models.planner_memory import (
     ENCODER_COMPUTE_BYTES,
     GPU_CONTEXT_BYTES,
     MIB,
@@ -24,6 +23,7 @@ from qaudio_local.planner_memory import (
     kv_cache_bytes,
     margin_bytes,
 )
+from qaudio_local.models.registry import load_catalog
 
 QUANTS = ("Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 

@@ -9,7 +9,7 @@ import jinja2
 import numpy as np
 import pytest
 
-from qaudio_local.prompt import Message, render, user
+from qaudio_local.engine.prompt import Message, render, user
 
 MARK = "<__media__>"
 AUDIO = "<|audio_bos|><|AUDIO|><|audio_eos|>"

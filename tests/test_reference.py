@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qaudio_local.audio.windows import audio_token_count
 from qaudio_local.config import SAMPLE_RATE
-from qaudio_local.prompt import render, user
-from qaudio_local.windows import audio_token_count
+from qaudio_local.engine.prompt import render, user
 
 pytestmark = pytest.mark.parity
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qaudio_local.convert.tiny import special_token_ids
+from qaudio_local.engine.model import AudioModel, ModelOptions, SamplingOptions
+from qaudio_local.engine.prompt import Message, user
 from qaudio_local.errors import ContextOverflowError, InvalidAudioError, RuntimeBackendError
-from qaudio_local.prompt import Message, user
-from qaudio_local.runtime import AudioModel, ModelOptions, SamplingOptions
-from qaudio_local.tiny import special_token_ids
 
 from .conftest import tone
 

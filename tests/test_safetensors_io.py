@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qaudio_local.errors import CheckpointNotFoundError, ConversionError
-from qaudio_local.safetensors_io import (
+from qaudio_local.convert.safetensors_io import (
     SafetensorsFile,
     bf16_to_float32,
     float32_to_bf16,
     write_safetensors,
 )
+from qaudio_local.errors import CheckpointNotFoundError, ConversionError
 
 
 def _raw_file(path: Path, header: object, data: bytes = b"", length: int | None = None) -> Path:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qaudio_local import tiny
+from qaudio_local.convert import tiny
+from qaudio_local.convert.safetensors_io import SafetensorsFile
 from qaudio_local.errors import ConversionError
-from qaudio_local.safetensors_io import SafetensorsFile
 
 # written out here on purpose: the test checks the module's list, not itself
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>"]

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qaudio_local.config import SAMPLE_RATE
-from qaudio_local.features import log_mel
-from qaudio_local.windows import (
+from qaudio_local.audio.features import log_mel
+from qaudio_local.audio.windows import (
     MIN_WINDOW_SAMPLES,
     WINDOW_SAMPLES,
     audio_token_count,
     split_windows,
     window_token_count,
 )
+from qaudio_local.config import SAMPLE_RATE
 
 SECOND = SAMPLE_RATE
 

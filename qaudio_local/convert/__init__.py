@@ -4,6 +4,12 @@ Two files come out: the text model (arch ``qwen2``, with the full byte-level BPE
 tokenizer and chat template) and the audio projector (arch ``clip``, projector
 ``qwen2a``: Whisper encoder + pooling + linear projector). Tensors are streamed
 one at a time into a temporary file that is renamed into place only when complete.
+
+The sub-package also holds the checkpoint reader (:mod:`.checkpoint`,
+:mod:`.safetensors_io`), the tensor mapping and vocabulary (:mod:`.mapping`, :mod:`.vocab`),
+llama.cpp's quantizer for the K-quants (:mod:`.quantize`) and the tiny synthetic model the
+tests and the self-test build (:mod:`.tiny`, :mod:`.tiny_tokenizer`). Imports the root and
+:mod:`qaudio_local.engine` (for the quantizer's bindings).
 """
 
 from __future__ import annotations

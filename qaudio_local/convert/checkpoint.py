@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointNotFoundError, ConversionError
-from ..safetensors_io import SafetensorsFile
+from .safetensors_io import SafetensorsFile
 
 QWEN2_AUDIO_ARCH = "Qwen2AudioForConditionalGeneration"
 

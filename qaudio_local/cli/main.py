@@ -1,0 +1,127 @@
+"""The ``qaudio`` group, the error table and the options several commands share.
+
+Errors are printed as one line (``error: ...``) with exit code 2 for bad input
+and 1 for failures; ``--debug`` or ``QAUDIO_DEBUG=1`` adds the traceback and
+llama.cpp's own log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ..config import debug_enabled
+from ..errors import (
+    AudioError,
+    AudioFileNotFoundError,
+    CatalogError,
+    CheckpointNotFoundError,
+    ContextOverflowError,
+    ConversionError,
+    DependencyMissingError,
+    DiskFullError,
+    HubUnreachableError,
+    IntegrityError,
+    ModelFileError,
+    ModelFileNotFoundError,
+    OfflineModelMissingError,
+    PlanError,
+    QAudioError,
+    RemoteFileNotFoundError,
+    UnknownModelError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# exception type -> exit code; the first match wins.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (AudioFileNotFoundError, 2),
+    (AudioError, 2),
+    (ModelFileNotFoundError, 2),
+    (ModelFileError, 2),
+    (CheckpointNotFoundError, 2),
+    (ConversionError, 2),
+    (ContextOverflowError, 2),
+    (CatalogError, 2),
+    (UnknownModelError, 2),
+    (PlanError, 2),
+    (RemoteFileNotFoundError, 1),
+    (OfflineModelMissingError, 1),
+    (HubUnreachableError, 1),
+    (IntegrityError, 1),
+    (DiskFullError, 1),
+    (DependencyMissingError, 1),
+    (QAudioError, 1),
+    (ValueError, 2),
+    (OSError, 1),
+)
+
+
+def _debug(ctx: click.Context | None) -> bool:
+    obj = ctx.find_root().obj if ctx is not None else None
+    return bool(obj and obj.get("debug")) or debug_enabled()
+
+
+def handle_errors(func: F) -> F:
+    """Turn library errors into one clean line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BrokenPipeError:
+            # the reader went away (e.g. `| head`): stop quietly, as other tools do
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\nerror: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if _debug(click.get_current_context(silent=True)):
+                traceback.print_exc()
+            code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
+            msg = (
+                str(exc)
+                if isinstance(exc, QAudioError | ValueError | OSError)
+                else (f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+            )
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+_VRAM_HELP = "GiB of GPU memory to plan for, instead of the free memory found (shared GPUs)."
+_RAM_HELP = "GiB of RAM to plan for, instead of the available RAM found."
+
+
+def vram_ram_options(func: F) -> F:
+    """The --vram / --ram overrides shared by the commands that plan."""
+    func = click.option("--ram", type=click.FloatRange(min=0), default=None, help=_RAM_HELP)(func)
+    return click.option("--vram", type=click.FloatRange(min=0), default=None, help=_VRAM_HELP)(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qaudio")
+@click.option("--debug", is_flag=True, help="Show tracebacks and llama.cpp's log on stderr.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Run Qwen2-Audio locally: transcribe, translate, or ask about speech, sound and music.
+
+    Start with `qaudio selftest` to check the install, then `qaudio run AUDIO ...`.
+    """
+    ctx.obj = {"debug": debug}
+    if debug or debug_enabled():
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")

@@ -1,0 +1,365 @@
+"""Know, before loading, whether llama.cpp's fast CPU kernels for quantized weights run here.
+
+llama.cpp's CPU backend puts quantized weights into "extra buffer types" (AMX tiles, or
+layouts repacked for AVX2/AVX-512) when its build and the CPU's flags say they can run.
+Some virtual machines advertise AMX and grant it to a process, yet ggml's AMX matmul dies
+there with SIGILL and takes the interpreter with it. So once per build and CPU, a child
+process loads tiny quantized text models (every registry level, made by llama.cpp's own
+quantizer) with those buffer types on and decodes with each; a child killed by a signal
+means "not on this machine". The verdict is cached in the user cache folder
+(:func:`qaudio_local.paths.cache_dir`), keyed by the llama-cpp-python version, the CPU
+features the build reports, the build's library files and the CPU's flags.
+
+The child's side is :mod:`qaudio_local.selftest.kernel_probe`. It also runs the
+project's audio encoder and libmtmd's on a q8_0 projector. Neither places weights in extra
+buffer types (both allocate them in the backend's default buffer, which runs the plain
+kernels), and the probe confirms it on each machine; should one fault anyway, the runtime
+routes around it (see :func:`kernel_plan`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .results import CPU_KERNELS
+
+PROBE_VERSION = 1
+TEXT_STEPS = tuple(f"text:{q}" for q in ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "Q3_K_M"))
+ENCODER_STEP, MTMD_STEP = "encoder:q8_0", "mtmd:q8_0"
+STEPS = (ENCODER_STEP, *TEXT_STEPS, MTMD_STEP)
+PROBE_TIMEOUT_S = 180.0
+CHILD_MODULE = "qaudio_local.selftest.kernel_probe"  # run by name: it builds models (convert)
+FAULT_ENV = "QAUDIO_PROBE_INJECT_FAULT"  # for tests: "STEP" or "STEP:SIGNAME" kills the child
+_WINDOWS_CRASHES = {0xC000001D: "illegal instruction", 0xC0000005: "access violation"}
+
+
+@dataclass(frozen=True)
+class KernelVerdict:
+    """What the probe found.
+
+    Attributes:
+        steps: ``(step, outcome)`` pairs; outcome ``"ok"``, a signal name such as
+            ``"SIGILL"``, ``"timeout"`` or ``"error: ..."``.
+        error: Why the probe could not run at all, else ``None``.
+        amx: The build reports AMX kernels.
+        probed_at: When the probe ran (UTC, ISO 8601).
+        seconds: How long it took.
+        cached: Read from the cache rather than probed now.
+    """
+
+    steps: tuple[tuple[str, str], ...]
+    error: str | None = None
+    amx: bool = False
+    probed_at: str = ""
+    seconds: float = 0.0
+    cached: bool = False
+
+    def outcome(self, step: str) -> str:
+        """The outcome of ``step`` (``"not run"`` if it never ran)."""
+        return dict(self.steps).get(step, "not run")
+
+    @property
+    def text_fast_ok(self) -> bool:
+        """Quantized text models may load with extra buffer types on."""
+        return self.error is None and all(self.outcome(s) == "ok" for s in TEXT_STEPS)
+
+    @property
+    def encoder_ok(self) -> bool:
+        """The project's encoder runs a quantized projector's kernels here."""
+        return self.error is None and self.outcome(ENCODER_STEP) == "ok"
+
+    @property
+    def mtmd_ok(self) -> bool:
+        """libmtmd runs a quantized projector here."""
+        return self.error is None and self.outcome(MTMD_STEP) == "ok"
+
+    def faults(self) -> list[tuple[str, str]]:
+        """The steps that did not pass."""
+        return [(s, o) for s, o in self.steps if o != "ok"]
+
+    def summary(self) -> str:
+        """One line for people, e.g. for ``qaudio hardware``."""
+        if self.error is not None:
+            return (
+                f"CPU quantized kernels: not checked ({self.error}) - using the portable "
+                "kernels to be safe"
+            )
+        text = [(s, o) for s, o in self.faults() if s in TEXT_STEPS]
+        if text:
+            step, how = text[0]
+            what = "AMX faults" if self.amx else "the fast (repacked) kernels fault"
+            line = (
+                f"CPU quantized kernels: {what} on this machine ({how} with a "
+                f"{step.split(':')[1]} model) - using the portable kernels"
+            )
+        else:
+            fast = "repacked and AMX" if self.amx else "repacked"
+            line = f"CPU quantized kernels: the fast ({fast}) kernels run on this machine"
+        if self.outcome(ENCODER_STEP) != "ok":
+            line += "; the audio encoder's quantized kernels fault (it uses F32 weights)"
+        if self.outcome(MTMD_STEP) != "ok":
+            line += "; libmtmd faults with a quantized projector (--audio-path mtmd refuses one)"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["steps"] = dict(self.steps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KernelVerdict:
+        steps = d.get("steps") or {}
+        return cls(
+            steps=tuple((str(k), str(v)) for k, v in steps.items()),
+            error=d.get("error"),
+            amx=bool(d.get("amx")),
+            probed_at=str(d.get("probed_at", "")),
+            seconds=float(d.get("seconds", 0.0)),
+        )
+
+
+# --- the key and the cache -------------------------------------------------------------
+
+
+def _cpu_flags() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("flags", "Features")):
+                return line.split(":", 1)[-1].strip()
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def build_key() -> dict[str, str]:
+    """What the verdict depends on; a change in any of it means probing again."""
+    from .backend import llama_modules
+
+    llama, _ = llama_modules()
+    lib_dir = Path(llama.__file__).parent / "lib"
+    files = []
+    with contextlib.suppress(OSError):
+        for f in sorted(lib_dir.iterdir()):
+            if "ggml" in f.name or "llama" in f.name:
+                st = f.stat()
+                files.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    digest = hashlib.sha256
+    return {
+        "probe": str(PROBE_VERSION),
+        "llama_cpp_python": str(llama.__version__),
+        "system_info": llama.llama_print_system_info().decode("utf-8", "replace").strip(),
+        "libraries": digest("\n".join(files).encode()).hexdigest()[:16],
+        "cpu_flags": digest(_cpu_flags().encode()).hexdigest()[:16],
+        "machine": platform.machine(),
+    }
+
+
+def cache_file() -> Path:
+    """Where the verdict is cached."""
+    from ..paths import cache_dir
+
+    return cache_dir() / "cpu-kernels.json"
+
+
+def cached_verdict(key: dict[str, str] | None = None) -> KernelVerdict | None:
+    """The cached verdict for this build and CPU, or ``None``."""
+    key = key or build_key()
+    try:
+        data = json.loads(cache_file().read_text())
+        if data.get("key") != key:
+            return None
+        verdict = KernelVerdict.from_dict(data["verdict"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return KernelVerdict(**{**verdict.__dict__, "cached": True})
+
+
+def _store(key: dict[str, str], verdict: KernelVerdict) -> None:
+    path = cache_file()
+    with contextlib.suppress(OSError):  # a read-only cache only costs probing again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".cpu-kernels.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"key": key, "verdict": verdict.to_dict()}, fh, indent=1)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def cpu_kernel_verdict(*, refresh: bool = False) -> KernelVerdict:
+    """The verdict for this build and CPU: from the cache, or probed now (about a second)."""
+    key = build_key()
+    if not refresh:
+        cached = cached_verdict(key)
+        if cached is not None:
+            return cached
+    verdict = run_probe(amx="AMX" in key["system_info"])
+    _store(key, verdict)
+    return verdict
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """How a model is loaded so that no kernel known to fault here runs.
+
+    Attributes:
+        extra_bufts: Load the text model with extra buffer types (the fast kernels).
+        widen_encoder: Give the project's encoder F32 copies of quantized projector weights.
+        mtmd_fault: Why libmtmd cannot run this quantized projector here, else ``None``.
+        notices: One line each for the user about what was turned off and why.
+    """
+
+    extra_bufts: bool = True
+    widen_encoder: bool = False
+    mtmd_fault: str | None = None
+    notices: tuple[str, ...] = ()
+
+
+def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) -> KernelPlan:
+    """Decide the kernels for one model pair, probing (once per build and CPU) if needed.
+
+    Args:
+        choice: ``"auto"`` (probe; the ``QAUDIO_CPU_KERNELS`` environment variable may
+            override it), ``"fast"`` (extra buffer types on, no probe) or ``"portable"``
+            (off, no probe).
+        text_quantized: The text model holds quantized weights (only those use the fast
+            kernels; F16/F32 models never need the probe).
+        projector_quantized: The projector holds quantized weights.
+    """
+    if choice == "auto":
+        env = os.environ.get("QAUDIO_CPU_KERNELS", "").strip().lower()
+        choice = env if env in CPU_KERNELS else "auto"
+    if choice != "auto" or not (text_quantized or projector_quantized):
+        return KernelPlan(extra_bufts=choice != "portable")
+    verdict = cpu_kernel_verdict()
+    notices = []
+    extra = verdict.text_fast_ok or not text_quantized
+    if not extra:
+        notices.append(
+            f"{verdict.summary()}; decoding speed is about the same, long prompts may be "
+            "slower where AMX would have worked (`--cpu-kernels fast` forces them)"
+        )
+    widen = projector_quantized and not verdict.encoder_ok
+    if widen:
+        notices.append(
+            f"the audio encoder's quantized kernels fault on this machine "
+            f"({verdict.outcome(ENCODER_STEP)}); it runs on F32 copies of the projector weights"
+        )
+    mtmd_fault = None
+    if projector_quantized and not verdict.mtmd_ok:
+        mtmd_fault = (
+            f"llama.cpp's audio path (libmtmd) faults on this machine with a quantized "
+            f"projector ({verdict.outcome(MTMD_STEP)}); use --audio-path faithful or an f16 "
+            "projector"
+        )
+    return KernelPlan(extra, widen, mtmd_fault, tuple(notices))
+
+
+# --- the parent side ----------------------------------------------------------------------
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-rc).name
+        return f"signal {-rc}"
+    if rc & 0xFFFFFFFF in _WINDOWS_CRASHES:
+        return _WINDOWS_CRASHES[rc & 0xFFFFFFFF]
+    return f"exit code {rc}"
+
+
+def _child_command(work: Path, steps: list[str], portable_text: bool) -> list[str]:
+    cmd = [sys.executable, "-m", CHILD_MODULE, str(work), *steps]
+    return [*cmd, "--portable-text"] if portable_text else cmd
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)  # the folder holding qaudio_local
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONFAULTHANDLER"] = ""  # a fault is an answer here, not a report
+    env.pop("QAUDIO_CPU_KERNELS", None)
+    return env
+
+
+def _run_child(cmd: list[str], timeout_s: float) -> tuple[dict[str, str], str | None, str]:
+    """Run one child: (finished steps, the step it was in when it ended, how it ended)."""
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        out, ending = (
+            proc.stdout,
+            ("ok" if proc.returncode == 0 else _describe_exit(proc.returncode)),
+        )
+        tail = proc.stderr.strip().splitlines()[-1:] if proc.returncode else []
+    except subprocess.TimeoutExpired as exc:
+        raw = exc.stdout or b""
+        out, ending, tail = raw.decode() if isinstance(raw, bytes) else raw, "timeout", []
+    except OSError as exc:
+        return {}, None, f"cannot start {cmd[0]}: {exc}"
+    done: dict[str, str] = {}
+    current: str | None = None
+    for line in out.splitlines():
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            msg = json.loads(line)
+            if "start" in msg:
+                current = str(msg["start"])
+            elif "done" in msg:
+                done[str(msg["done"])] = str(msg.get("outcome", "ok"))
+                current = None
+    if tail and ending.startswith("exit code"):
+        ending = f"{ending}: {tail[0][:200]}"
+    return done, current, ending
+
+
+def run_probe(
+    amx: bool = False, timeout_s: float = PROBE_TIMEOUT_S, steps: tuple[str, ...] = STEPS
+) -> KernelVerdict:
+    """Probe now, in child processes (never cached; see :func:`cpu_kernel_verdict`).
+
+    A child that dies in a step records that step's fault; a new child then goes on with
+    the steps left, so one fault does not hide another.
+    """
+    t0 = time.monotonic()
+    results: dict[str, str] = {}
+    error = None
+    with tempfile.TemporaryDirectory(prefix="qaudio-cpu-probe-") as tmp:
+        while len(results) < len(steps):
+            pending = [s for s in steps if s not in results]
+            portable = any(results.get(s, "ok") != "ok" for s in TEXT_STEPS)
+            done, current, ending = _run_child(
+                _child_command(Path(tmp), pending, portable), timeout_s
+            )
+            results.update({s: o for s, o in done.items() if s in pending})
+            if current in pending and current not in results:
+                results[current] = ending
+            elif ending != "ok" or not done:  # died outside any step: the probe itself failed
+                error = ending
+                break
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return KernelVerdict(
+        steps=tuple((s, results[s]) for s in steps if s in results),
+        error=error,
+        amx=amx,
+        probed_at=stamp,
+        seconds=round(time.monotonic() - t0, 2),
+    )

@@ -1,0 +1,98 @@
+"""The Qwen2-Audio chat format.
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
+    <|im_start|>user\\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\\n{text}<|im_end|>\\n
+    <|im_start|>assistant\\n
+
+A system turn is added when the conversation has none; audios are numbered
+across the whole conversation; a user turn with only audio is a voice chat turn.
+The audio placeholder is written as a media marker that the runtime replaces
+with ``<|audio_bos|>`` + audio embeddings + ``<|audio_eos|>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import DEFAULT_SYSTEM_PROMPT
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn.
+
+    Attributes:
+        role: ``"system"``, ``"user"`` or ``"assistant"``.
+        parts: Text strings and audio (mono float32 arrays at 16 kHz), in order.
+    """
+
+    role: str
+    parts: tuple[str | np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}; use one of {', '.join(ROLES)}")
+        for part in self.parts:
+            if not isinstance(part, str | np.ndarray):
+                raise TypeError(
+                    f"a message part must be text or an audio array, not {type(part).__name__}"
+                )
+        if self.role != "user" and any(isinstance(p, np.ndarray) for p in self.parts):
+            raise ValueError(f"audio can only appear in user turns, not in a {self.role} turn")
+
+
+def user(*parts: str | np.ndarray) -> Message:
+    """A user turn from text and audio parts."""
+    return Message("user", tuple(parts))
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt ready for tokenization.
+
+    Attributes:
+        text: The prompt, with one media marker per audio.
+        audios: The audio arrays, in marker order.
+    """
+
+    text: str
+    audios: tuple[np.ndarray, ...]
+
+
+def render(
+    messages: Sequence[Message], marker: str, system_prompt: str = DEFAULT_SYSTEM_PROMPT
+) -> RenderedPrompt:
+    """Render a conversation in the Qwen2-Audio chat format, ending with the assistant cue.
+
+    Args:
+        messages: The conversation; must hold at least one user turn.
+        marker: The media marker that stands for one audio.
+        system_prompt: Used when the first message is not a system turn.
+
+    Raises:
+        ValueError: No user turn, or a text part contains the media marker.
+    """
+    if not any(m.role == "user" for m in messages):
+        raise ValueError("the conversation needs at least one user turn")
+    out: list[str] = []
+    audios: list[np.ndarray] = []
+    if not messages or messages[0].role != "system":
+        out.append(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
+    for msg in messages:
+        out.append(f"<|im_start|>{msg.role}\n")
+        for part in msg.parts:
+            if isinstance(part, np.ndarray):
+                audios.append(part)
+                out.append(f"Audio {len(audios)}: {marker}\n")
+            else:
+                if marker in part:
+                    raise ValueError(f"text may not contain the media marker {marker!r}")
+                out.append(part)
+        out.append("<|im_end|>\n")
+    out.append("<|im_start|>assistant\n")
+    return RenderedPrompt("".join(out), tuple(audios))

@@ -1,0 +1,204 @@
+"""Options, streamed chunks and results of a generation (shared by the runtime and CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidAudioError
+
+AUDIO_PATHS = ("faithful", "mtmd")
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # name -> ggml_type
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # name -> llama_flash_attn_type
+CPU_KERNELS = ("auto", "fast", "portable")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How the model is loaded.
+
+    Attributes:
+        n_gpu_layers: Text-model layers offloaded to the GPU; 0 = CPU only (default),
+            -1 = all of them.
+        n_ctx: Context window in tokens (default 4096; 30 s of audio takes 750).
+        n_threads: CPU threads (default: all cores).
+        n_batch: Prompt tokens per llama_decode call (default 512).
+        mmproj_on_gpu: Run the audio encoder on the GPU when one is available (default True).
+        audio_path: ``"faithful"`` (default): the project's reference-exact audio path (own
+            log-mel, <= 30 s windows, masked-equivalent encoder, only valid audio tokens
+            reach the text model); ``"mtmd"``: llama.cpp's own libmtmd path, for comparison.
+        kv_type: KV cache storage: ``"f16"`` (default, 0.5 MiB/token for the 7B),
+            ``"q8_0"`` (about half) or ``"f32"`` (twice; exact, for reference comparisons).
+        flash_attn: ``"auto"`` (default: llama.cpp decides; off with an f32 KV cache, since
+            its CPU kernel rounds queries to F16 and costs ~1e-3 in the logits), ``"on"``,
+            ``"off"``.
+        cpu_kernels: For quantized weights on the CPU: ``"auto"`` (default: llama.cpp's fast
+            repacked/AMX kernels unless a one-time probe found that they fault on this
+            machine; see :mod:`qaudio_local.cpu_probe`), ``"fast"`` (always, no probe) or
+            ``"portable"`` (never).
+    """
+
+    n_gpu_layers: int = 0
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    n_batch: int = 512
+    mmproj_on_gpu: bool = True
+    audio_path: str = "faithful"
+    kv_type: str = "f16"
+    flash_attn: str = "auto"
+    cpu_kernels: str = "auto"
+
+    @property
+    def resolved_flash_attn(self) -> str:
+        """``auto`` means off with an f32 KV cache (exactness asked for), else llama.cpp's."""
+        if self.flash_attn == "auto" and self.kv_type == "f32":
+            return "off"
+        return self.flash_attn
+
+    def __post_init__(self) -> None:
+        if self.flash_attn not in FLASH_ATTN:
+            raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}")
+        if self.kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}")
+        if self.cpu_kernels not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}")
+        if self.audio_path not in AUDIO_PATHS:
+            raise ValueError(f"audio_path must be one of {', '.join(AUDIO_PATHS)}")
+        if self.n_ctx < 16 or self.n_batch < 1:
+            raise ValueError("n_ctx must be >= 16 and n_batch >= 1")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How tokens are chosen.
+
+    Attributes:
+        temperature: 0 (default) is greedy decoding, which is deterministic.
+        top_p: Nucleus sampling mass (default 1.0 = off).
+        top_k: Keep the k most likely tokens (default 0 = off).
+        repetition_penalty: >1 discourages repeats (default 1.0 = off).
+        seed: Random seed for sampling (default 0).
+        max_tokens: Most tokens to generate (default 256).
+        stop_at_end_of_turn: Stop at ``<|im_end|>`` and other end tokens (default True).
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    max_tokens: int = 256
+    stop_at_end_of_turn: bool = True
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One generated token.
+
+    Attributes:
+        text: The text it adds (may be empty while a UTF-8 character is incomplete).
+        token: The token id.
+    """
+
+    text: str
+    token: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token and audio accounting of one generation."""
+
+    audio_seconds: float
+    audio_tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time went, in milliseconds (decode rate in tokens per second)."""
+
+    encode_ms: float
+    prefill_ms: float
+    decode_ms: float
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished generation.
+
+    Attributes:
+        text: The whole answer.
+        finish_reason: ``"stop"`` (end of turn) or ``"length"`` (max_tokens or context full).
+        tokens: The generated token ids.
+    """
+
+    text: str
+    finish_reason: str
+    usage: Usage
+    timings: Timings
+    tokens: tuple[int, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with ``text``, ``finish_reason``, ``usage`` and ``timings``."""
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage.__dict__.copy(),
+            "timings": {k: round(v, 3) for k, v in self.timings.__dict__.items()},
+        }
+
+
+class Generation:
+    """An iterator of :class:`Chunk`; ``result`` is set once it is exhausted."""
+
+    def __init__(self, chunks: Iterator[Chunk | Result]) -> None:
+        self._chunks = chunks
+        self.result: Result | None = None
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for item in self._chunks:
+            if isinstance(item, Result):
+                self.result = item
+            else:
+                yield item
+
+    def wait(self) -> Result:
+        """Consume the rest of the stream and return the result."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+def check_audio(audio: np.ndarray, index: int) -> np.ndarray:
+    arr = np.asarray(audio)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
+        raise InvalidAudioError(
+            f"audio {index} must be a 1-D float array of 16 kHz samples "
+            f"(got shape {arr.shape}, dtype {arr.dtype}); use "
+            "qaudio_local.load_audio()",
+            source="<array>",
+        )
+    if arr.size == 0:
+        raise InvalidAudioError(f"audio {index} is empty", source="<array>")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise InvalidAudioError(f"audio {index} contains NaN or infinite samples", source="<array>")
+    return arr
