@@ -335,7 +335,14 @@ def test_run_json_has_text_usage_and_timings(tiny_gguf: Pair) -> None:
     assert isinstance(data["text"], str) and data["text"]
 
     usage = data["usage"]
-    assert set(usage) == {"audio_seconds", "audio_tokens", "prompt_tokens", "completion_tokens"}
+    assert set(usage) == {
+        "audio_seconds",
+        "audio_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+    }
+    assert usage["cached_tokens"] == 0  # one request in a fresh process: nothing to reuse
     assert usage["audio_seconds"] == pytest.approx(sf.info(str(EXAMPLE_CLIP)).duration, abs=0.01)
     assert usage["audio_tokens"] == audio_token_count(sf.info(str(EXAMPLE_CLIP)).frames)
     assert usage["audio_tokens"] == 3 * TOKENS_PER_SECOND

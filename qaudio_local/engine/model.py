@@ -1,28 +1,27 @@
-"""A thin runtime over llama.cpp (libllama, libggml and libmtmd as llama-cpp-python ships them).
+"""A runtime over llama.cpp (libllama, libggml and libmtmd as llama-cpp-python ships them).
 
 Audio in, streamed text out::
 
-    with AudioModel("model.gguf", "mmproj.gguf") as model:
+    with AudioModel("model.gguf", "mmproj.gguf", ModelOptions(n_parallel=4)) as model:
         gen = model.stream("What is said?", [samples])
         for chunk in gen:
             print(chunk.text, end="")
         print(gen.result.usage)
 
-By default the audio takes the reference-exact path (:mod:`.prefill`); one
-generation runs at a time per model; ``close()`` or the ``with`` block frees
+By default the audio takes the reference-exact path (:mod:`.prefill`). ``stream`` may be
+called from any number of threads: up to ``n_parallel`` generations decode together in
+one batch (:mod:`.scheduler`), and a prompt that starts like an earlier one reuses its
+computed KV cells and audio encodings. ``close()`` or the ``with`` block frees
 everything deterministically.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
 import os
 import re
-import threading
-import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..errors import RuntimeBackendError
 from .backend import llama_modules, log_mark, log_since, recent_errors
 from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
-from .prefill import FaithfulPrefill, Llama, MtmdPrefill, PrefillStats, tokenize
+from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
 from .prompt import Message, render, user
 from .results import (
     FLASH_ATTN,
@@ -46,6 +45,7 @@ from .results import (
     Usage,
     check_audio,
 )
+from .scheduler import EngineStats, Request, Scheduler
 
 __all__ = [
     "AudioModel",
@@ -81,7 +81,7 @@ class AudioModel:
         self._ctx: Any = None
         self._mctx: Any = None
         self._encoder: Any = None
-        self._lock = threading.Lock()
+        self._scheduler: Scheduler | None = None
         self.notices: tuple[str, ...] = ()
         self.extra_bufts = True
         self.weight_buffers: tuple[str, ...] = ()  # llama.cpp's, e.g. ("CPU_Mapped", "CPU_REPACK")
@@ -130,6 +130,8 @@ class AudioModel:
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.type_k = cparams.type_v = KV_TYPES[opts.kv_type]
         cparams.flash_attn_type = FLASH_ATTN[opts.resolved_flash_attn]
+        cparams.n_seq_max = opts.n_parallel + opts.prefix_cache + 1
+        cparams.kv_unified = True  # one pool of n_ctx cells; shared prefixes share cells
         self._ctx = llama.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise RuntimeBackendError(
@@ -148,9 +150,12 @@ class AudioModel:
             n_embd=self.model_info.n_embd,
             n_ctx_train=self.model_info.n_ctx_train,
         )
+        cache = EncodingCache(int(opts.encoder_cache_mb * (1 << 20)))
+        st = self.projector_info.path.stat()
+        salt = f"{opts.audio_path}:{self.projector_info.path}:{st.st_size}:{st.st_mtime_ns}"
         if opts.audio_path == "mtmd":
             self._prefill: FaithfulPrefill | MtmdPrefill = MtmdPrefill(
-                lm, self._mtmd, self._load_mtmd(threads)
+                lm, self._mtmd, self._load_mtmd(threads), cache, salt
             )
         else:
             from .encoder import AudioEncoder
@@ -161,8 +166,17 @@ class AudioModel:
                 n_threads=threads,
                 widen_quantized=kernels.widen_encoder,
             )
-            self._prefill = FaithfulPrefill(lm, self._encoder)
+            salt += f":widen={kernels.widen_encoder}"
+            self._prefill = FaithfulPrefill(lm, self._encoder, cache, salt)
+        self._encodings = cache
         self._lm = lm
+        self._scheduler = Scheduler(
+            lm,
+            n_parallel=opts.n_parallel,
+            n_seq_max=int(llama.llama_n_seq_max(self._ctx)),
+            piece=self._piece,
+            is_eog=lambda t: bool(llama.llama_vocab_is_eog(self._vocab, t)),
+        )
 
     def _load_mtmd(self, threads: int) -> Any:
         mtmd = self._mtmd
@@ -187,7 +201,13 @@ class AudioModel:
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the encoder, projector, context and model (idempotent)."""
+        """Stop running generations, free the encoder, projector, context and model.
+
+        Idempotent. Generations still running end with a :class:`RuntimeBackendError`.
+        """
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
         if self._encoder is not None:
             self._encoder.close()
             self._encoder = None
@@ -211,9 +231,10 @@ class AudioModel:
         with contextlib.suppress(Exception):
             self.close()
 
-    def _require_open(self) -> None:
-        if self._ctx is None:
+    def _require_open(self) -> Scheduler:
+        if self._scheduler is None:
             raise RuntimeBackendError("the model is closed; create a new AudioModel")
+        return self._scheduler
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -262,19 +283,22 @@ class AudioModel:
         sampling: SamplingOptions | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     ) -> Generation:
-        """Start a generation and stream its tokens.
+        """Start a generation and stream its tokens (safe to call from many threads).
 
         Either ``prompt``/``audio`` (one user turn: each audio, then the prompt) or
         ``messages`` (a whole conversation) is given. ``prompt=None`` with audio uses
         the default question; ``prompt=""`` makes a voice-chat turn of audio only.
+        The work starts when the first chunk is asked for; leaving the loop early or
+        ``Generation.cancel()`` stops it within one step.
 
         Raises:
             ContextOverflowError: The prompt does not fit the context (on first iteration).
             InvalidAudioError: An audio array is empty, not 1-D float, or not finite.
-            RuntimeBackendError: llama.cpp failed.
+            RuntimeBackendError: llama.cpp failed, or the model was closed.
         """
         text, audios = self._rendered(prompt, audio, messages, system_prompt)
-        return Generation(self._run(text, audios, sampling or SamplingOptions()))
+        run = _Run(self, text, audios, sampling or SamplingOptions())
+        return Generation(run, cancel=run.cancel)
 
     def generate(
         self, prompt: str | None = None, audio: Sequence[np.ndarray] = (), **kwargs: Any
@@ -296,107 +320,68 @@ class AudioModel:
         reference implementation.
         """
         text, audios = self._rendered(prompt, audio, messages, system_prompt)
-        with self._lock:
-            self._prefill.run(text, audios)
-            n_vocab = int(self._llama.llama_vocab_n_tokens(self._vocab))
-            ptr = self._llama.llama_get_logits_ith(self._ctx, -1)
-            return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+        run = _Run(self, text, audios, SamplingOptions(max_tokens=1), logits_only=True)
+        for _ in run:
+            pass
+        assert run.req is not None and run.req.logits is not None
+        return run.req.logits
 
-    def _sampler(self, s: SamplingOptions) -> Any:
-        llama = self._llama
-        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        add = llama.llama_sampler_chain_add
-        if s.repetition_penalty != 1.0:
-            add(
-                chain,
-                llama.llama_sampler_init_penalties(
-                    llama.llama_vocab_n_tokens(self._vocab), 64, s.repetition_penalty, 0.0, 0.0
-                ),
-            )
-        if s.temperature <= 0:
-            add(chain, llama.llama_sampler_init_greedy())
-            return chain
-        if s.top_k > 0:
-            add(chain, llama.llama_sampler_init_top_k(s.top_k))
-        if s.top_p < 1.0:
-            add(chain, llama.llama_sampler_init_top_p(s.top_p, 1))
-        add(chain, llama.llama_sampler_init_temp(s.temperature))
-        add(chain, llama.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
-        return chain
+    @property
+    def stats(self) -> EngineStats:
+        """Counts of what was fed to llama.cpp and encoded so far (for tests and /stats)."""
+        return self._require_open().stats()
 
-    def _run(
-        self, text: str, audios: list[np.ndarray], s: SamplingOptions
-    ) -> Iterator[Chunk | Result]:
-        with self._lock:
-            stats = self._prefill.run(text, audios)
-            tokens: list[int] = []
-            pieces: list[str] = []
-            t_start = time.perf_counter()
-            finish = yield from self._decode_loop(stats.n_past, s, tokens, pieces)
-            dec_s = time.perf_counter() - t_start
-        yield self._result(stats, audios, tokens, pieces, finish, dec_s)
+    @property
+    def encoder_calls(self) -> int:
+        """Audio encoder runs so far (windows on the faithful path, chunks on mtmd)."""
+        return int(self._prefill.encoder_calls)
 
-    def _decode_loop(
-        self, n_past: int, s: SamplingOptions, tokens: list[int], pieces: list[str]
-    ) -> Generator[Chunk, None, str]:
-        llama = self._llama
-        sampler = self._sampler(s)
-        batch = llama.llama_batch_init(1, 0, 1)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        finish = "length"
-        try:
-            while len(tokens) < s.max_tokens:
-                tok = int(llama.llama_sampler_sample(sampler, self._ctx, -1))
-                if s.stop_at_end_of_turn and llama.llama_vocab_is_eog(self._vocab, tok):
-                    finish = "stop"
-                    break
-                tokens.append(tok)
-                piece = decoder.decode(self._piece(tok))
-                pieces.append(piece)
-                yield Chunk(text=piece, token=tok)
-                if n_past + 1 >= self.n_ctx or len(tokens) >= s.max_tokens:
-                    break
-                batch.n_tokens = 1
-                batch.token[0], batch.pos[0], batch.n_seq_id[0] = tok, n_past, 1
-                batch.seq_id[0][0] = 0
-                batch.logits[0] = True
-                if llama.llama_decode(self._ctx, batch) != 0:
-                    raise RuntimeBackendError(
-                        f"llama.cpp failed to decode: {recent_errors() or 'no details'}"
-                    )
-                n_past += 1
-        finally:
-            llama.llama_batch_free(batch)
-            llama.llama_sampler_free(sampler)
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            pieces.append(tail)
-            yield Chunk(text=tail, token=-1)
-        return finish
+    def clear_cache(self) -> None:
+        """Forget cached prefixes and audio encodings (the next request starts cold)."""
+        sched = self._require_open()
+        sched.drop_cached()
+        self._encodings.clear()
 
-    @staticmethod
-    def _result(
-        stats: PrefillStats,
+
+class _Run:
+    """One request's life on the consumer's side: build the prompt, submit, read chunks."""
+
+    def __init__(
+        self,
+        model: AudioModel,
+        text: str,
         audios: list[np.ndarray],
-        tokens: list[int],
-        pieces: list[str],
-        finish: str,
-        dec_s: float,
-    ) -> Result:
-        return Result(
-            text="".join(pieces),
-            finish_reason=finish,
-            usage=Usage(
-                audio_seconds=round(sum(a.size for a in audios) / SAMPLE_RATE, 3),
-                audio_tokens=stats.audio_tokens,
-                prompt_tokens=stats.n_prompt,
-                completion_tokens=len(tokens),
-            ),
-            timings=Timings(
-                encode_ms=stats.encode_ms,
-                prefill_ms=stats.prefill_ms,
-                decode_ms=dec_s * 1e3,
-                decode_tokens_per_s=len(tokens) / dec_s if dec_s > 0 else 0.0,
-            ),
-            tokens=tuple(tokens),
-        )
+        sampling: SamplingOptions,
+        logits_only: bool = False,
+    ) -> None:
+        self.model, self.text, self.audios = model, text, audios
+        self.sampling, self.logits_only = sampling, logits_only
+        self.req: Request | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        sched = self.model._scheduler
+        if self.req is not None and sched is not None and not self.req.done:
+            sched.cancel(self.req)
+
+    def __iter__(self) -> Iterator[Chunk | Result]:
+        sched = self.model._require_open()
+        prompt = self.model._prefill.build(self.text, self.audios)  # encodes, in this thread
+        seconds = round(sum(a.size for a in self.audios) / SAMPLE_RATE, 3)
+        req = Request(prompt, self.sampling, audio_seconds=seconds, logits_only=self.logits_only)
+        self.req = req
+        if self.cancelled:
+            return
+        sched.submit(req)
+        try:
+            while True:
+                item = req.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Result):
+                    return
+        finally:
+            if not req.done:
+                sched.cancel(req)

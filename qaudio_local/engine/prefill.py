@@ -1,25 +1,35 @@
-"""Putting the prompt (text + audio) into the text model's context: two ways.
+"""Turning a rendered prompt and its audio into what the text model is fed: two ways.
 
 ``FaithfulPrefill`` (the default) does what the reference Qwen2-Audio does: the
 project's own log-mel per <= 30 s window, the masked-equivalent encoder (see
-:mod:`.encoder`), and only the valid audio tokens (25 per second) spliced into the
-token sequence in place of ``<|AUDIO|>``, fed to libllama as an embedding batch.
+:mod:`.encoder`), and only the valid audio tokens (25 per second), spliced into the
+token sequence in place of ``<|AUDIO|>``.
 
 ``MtmdPrefill`` uses llama.cpp's libmtmd, which pads every clip to 30 s windows
 (750 tokens each); kept selectable so the two can be compared.
+
+Both run in the caller's thread (the encoder is the slow part) and return a
+:class:`Prompt`: runs of text tokens and of audio embeddings, with one key per position
+(the token id, or the clip's digest and the row) so that the scheduler can reuse cells
+already computed for the same prefix. Encodings are cached by digest
+(:class:`EncodingCache`), so a clip asked about twice is encoded once.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import hashlib
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..config import N_FFT
-from ..errors import ContextOverflowError, RuntimeBackendError
+from ..errors import ContextOverflowError, ModelFileError, RuntimeBackendError
 from .backend import recent_errors
 
 AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
@@ -27,17 +37,6 @@ CHUNK_TYPE_AUDIO = 2  # mtmd_input_chunk_type
 # libmtmd aborts the process on a 1-sample buffer and zero-pads anything shorter than
 # n_fft/2 + 1 samples itself; padding here to that length changes nothing else.
 MIN_MTMD_SAMPLES = N_FFT // 2 + 1  # 201
-
-
-@dataclass(frozen=True)
-class PrefillStats:
-    """What a prefill did: context position reached, audio tokens, and its timings."""
-
-    n_past: int
-    n_prompt: int
-    audio_tokens: int
-    encode_ms: float
-    prefill_ms: float
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,93 @@ class Llama:
     n_batch: int
     n_embd: int
     n_ctx_train: int = 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of prompt positions: text tokens, or the audio embeddings of one clip."""
+
+    tokens: tuple[int, ...] = ()
+    embd: np.ndarray | None = None  # (rows, n_embd) float32
+    digest: str = ""
+
+    def __len__(self) -> int:
+        return len(self.tokens) if self.embd is None else int(self.embd.shape[0])
+
+    def position_keys(self) -> list[Hashable]:
+        if self.embd is None:
+            return list(self.tokens)
+        return [(self.digest, i) for i in range(len(self))]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Everything the scheduler feeds for one request, in position order."""
+
+    pieces: tuple[Piece, ...]
+    audio_tokens: int
+    encode_ms: float
+    keys: list[Hashable] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def of(cls, pieces: list[Piece], audio_tokens: int, encode_ms: float) -> Prompt:
+        pieces = [p for p in pieces if len(p)]
+        keys = [k for p in pieces for k in p.position_keys()]
+        return cls(tuple(pieces), audio_tokens, encode_ms, keys)
+
+
+class EncodingCache:
+    """Audio embeddings by digest, least recently used dropped first, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._items.move_to_end(key)
+            return arr
+
+    def put(self, key: str, arr: np.ndarray) -> None:
+        if arr.nbytes > self.max_bytes:
+            return
+        arr.setflags(write=False)
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = arr
+            self._bytes += arr.nbytes
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+def digest(samples: np.ndarray, salt: str) -> str:
+    """Identity of a clip for one encoder: its float32 samples and the encoder settings."""
+    h = hashlib.blake2b(salt.encode(), digest_size=16)
+    h.update(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def _fail(what: str, rc: int) -> RuntimeBackendError:
@@ -68,50 +154,28 @@ def tokenize(lm: Llama, text: str) -> list[int]:
     return list(buf[:n])
 
 
-class _Batch:
-    """A reusable llama_batch for tokens or embeddings."""
-
-    def __init__(self, lm: Llama, embd: bool) -> None:
-        self.lm = lm
-        self.size = lm.n_batch
-        self.embd = embd
-        self.batch = lm.lib.llama_batch_init(self.size, lm.n_embd if embd else 0, 1)
-
-    def free(self) -> None:
-        self.lm.lib.llama_batch_free(self.batch)
-
-    def decode(self, items: np.ndarray | list[int], pos: int, logits_last: bool) -> int:
-        """Decode tokens (list) or embeddings (rows) from ``pos``; return the next position."""
-        n = len(items)
-        for start in range(0, n, self.size):
-            part = items[start : start + self.size]
-            b = self.batch
-            b.n_tokens = len(part)
-            if self.embd:
-                rows = np.ascontiguousarray(part, dtype=np.float32)
-                ctypes.memmove(b.embd, rows.ctypes.data, rows.nbytes)
-            for i in range(len(part)):
-                if not self.embd:
-                    b.token[i] = int(part[i])
-                b.pos[i] = pos + start + i
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = 0
-                b.logits[i] = logits_last and start + i == n - 1
-            rc = self.lm.lib.llama_decode(self.lm.ctx, b)
-            if rc != 0:
-                raise _fail("llama.cpp failed to evaluate the prompt", rc)
-        return pos + n
+def _check_fits(lm: Llama, n_prompt: int) -> None:
+    if n_prompt + 1 > lm.n_ctx:
+        raise ContextOverflowError(n_prompt, lm.n_ctx, lm.n_ctx_train)
 
 
 class FaithfulPrefill:
     """Reference-exact audio: own features and encoder, valid tokens only."""
 
-    def __init__(self, lm: Llama, encoder: Any) -> None:
-        self.lm, self.encoder = lm, encoder
+    def __init__(self, lm: Llama, encoder: Any, cache: EncodingCache, salt: str) -> None:
+        self.lm, self.encoder, self.cache, self.salt = lm, encoder, cache, salt
         self.marker = AUDIO_PLACEHOLDER
-        self.audio_id = tokenize(lm, "<|AUDIO|>")[0]
+        ids = tokenize(lm, "<|AUDIO|>")
+        if len(ids) != 1:
+            raise ModelFileError(
+                "this text model has no <|AUDIO|> special token: it is not Qwen2-Audio's "
+                "tokenizer (convert the model again with `qaudio convert`)",
+                path="<model>",
+            )
+        self.audio_id = ids[0]
+        self.encoder_calls = 0  # encoder runs (windows, or mtmd chunks)
 
-    def run(self, text: str, audios: list[np.ndarray]) -> PrefillStats:
+    def build(self, text: str, audios: list[np.ndarray]) -> Prompt:
         from ..audio.features import log_mel
         from ..audio.windows import audio_token_count, split_windows
 
@@ -119,67 +183,54 @@ class FaithfulPrefill:
         if ids.count(self.audio_id) != len(audios):
             raise ValueError("the prompt text may not contain the <|AUDIO|> token")
         counts = [audio_token_count(a.size) for a in audios]  # known before any feature
-        n_prompt = len(ids) - len(audios) + sum(counts)
-        if n_prompt + 1 > self.lm.n_ctx:
-            raise ContextOverflowError(n_prompt, self.lm.n_ctx, self.lm.n_ctx_train)
-        windows = [[log_mel(w) for w in split_windows(a)] for a in audios]
+        _check_fits(self.lm, len(ids) - len(audios) + sum(counts))
         t0 = time.perf_counter()
-        embeds = [self._encode(ws) for ws in windows]
+        embeds = []
+        for clip in audios:
+            key = digest(clip, self.salt)
+            embd = self.cache.get(key)
+            if embd is None:
+                embd = self._encode([log_mel(w) for w in split_windows(clip)])
+                self.cache.put(key, embd)
+            embeds.append(Piece(embd=embd, digest=key))
         enc_ms = (time.perf_counter() - t0) * 1e3
-        t0 = time.perf_counter()
-        pos = self._decode(ids, embeds)
-        return PrefillStats(
-            n_past=pos,
-            n_prompt=n_prompt,
-            audio_tokens=sum(counts),
-            encode_ms=enc_ms,
-            prefill_ms=(time.perf_counter() - t0) * 1e3,
-        )
+        pieces: list[Piece] = []
+        start, k = 0, 0
+        for i, tok in enumerate(ids):
+            if tok == self.audio_id:
+                pieces += [Piece(tokens=tuple(ids[start:i])), embeds[k]]
+                start, k = i + 1, k + 1
+        pieces.append(Piece(tokens=tuple(ids[start:])))
+        return Prompt.of(pieces, sum(counts), enc_ms)
 
     def _encode(self, feats: list[Any]) -> np.ndarray:
         parts = [self.encoder.encode(f.mel, f.n_valid_frames) for f in feats]
+        self.encoder_calls += len(feats)
         parts = [p for p in parts if len(p)]
         return np.concatenate(parts) if parts else np.zeros((0, self.lm.n_embd), np.float32)
 
-    def _decode(self, ids: list[int], embeds: list[np.ndarray]) -> int:
-        lm = self.lm
-        lm.lib.llama_memory_clear(lm.lib.llama_get_memory(lm.ctx), True)
-        tokens, emb = _Batch(lm, embd=False), _Batch(lm, embd=True)
-        try:
-            pos, start, k = 0, 0, 0
-            for i, tok in enumerate(ids):
-                if tok != self.audio_id:
-                    continue
-                pos = tokens.decode(ids[start:i], pos, False)
-                if len(embeds[k]):
-                    pos = emb.decode(embeds[k], pos, False)
-                start, k = i + 1, k + 1
-            return tokens.decode(ids[start:], pos, True)
-        finally:
-            tokens.free()
-            emb.free()
-
 
 class MtmdPrefill:
-    """llama.cpp's own audio path through libmtmd."""
+    """llama.cpp's own audio path through libmtmd (its tokenizer and its encoder)."""
 
-    def __init__(self, lm: Llama, mtmd: Any, mctx: Any) -> None:
-        self.lm, self.mtmd, self.mctx = lm, mtmd, mctx
+    def __init__(self, lm: Llama, mtmd: Any, mctx: Any, cache: EncodingCache, salt: str) -> None:
+        self.lm, self.mtmd, self.mctx, self.cache, self.salt = lm, mtmd, mctx, cache, salt
         self.marker = mtmd.mtmd_default_marker().decode()
+        self._lock = threading.Lock()  # one libmtmd context: one encode at a time
+        self.encoder_calls = 0  # encoder runs (windows, or mtmd chunks)
 
-    def run(self, text: str, audios: list[np.ndarray]) -> PrefillStats:
-        chunks = self._tokenize(text, audios)
-        try:
-            n_prompt = int(self.mtmd.mtmd_helper_get_n_tokens(chunks))
-            if n_prompt + 1 > self.lm.n_ctx:
-                raise ContextOverflowError(n_prompt, self.lm.n_ctx, self.lm.n_ctx_train)
-            return self._eval(chunks, n_prompt)
-        finally:
-            self.mtmd.mtmd_input_chunks_free(chunks)
+    def build(self, text: str, audios: list[np.ndarray]) -> Prompt:
+        with self._lock:
+            chunks = self._tokenize(text, audios)
+            try:
+                _check_fits(self.lm, int(self.mtmd.mtmd_helper_get_n_tokens(chunks)))
+                return self._pieces(chunks, audios)
+            finally:
+                self.mtmd.mtmd_input_chunks_free(chunks)
 
     def _tokenize(self, text: str, audios: list[np.ndarray]) -> Any:
         mtmd = self.mtmd
-        bitmaps = []
+        bitmaps: list[Any] = []
         for clip in audios:
             arr = clip
             if arr.size < MIN_MTMD_SAMPLES:
@@ -190,6 +241,7 @@ class MtmdPrefill:
             )
             if not bmp:
                 raise RuntimeBackendError("llama.cpp could not take an audio buffer")
+            mtmd.mtmd_bitmap_set_id(bmp, str(len(bitmaps)).encode())  # chunk -> its clip
             bitmaps.append(bmp)
         chunks = mtmd.mtmd_input_chunks_init()
         try:
@@ -205,55 +257,34 @@ class MtmdPrefill:
             raise _fail("llama.cpp could not tokenize the prompt", rc)
         return chunks
 
-    def _eval(self, chunks: Any, n_prompt: int) -> PrefillStats:
-        lib, mtmd, lm = self.lm.lib, self.mtmd, self.lm
-        lib.llama_memory_clear(lib.llama_get_memory(lm.ctx), True)
-        n_past, audio_tokens, enc_s, pre_s = 0, 0, 0.0, 0.0
-        n_chunks = mtmd.mtmd_input_chunks_size(chunks)
-        new_past = lib.llama_pos(0)
-        for i in range(n_chunks):
+    def _pieces(self, chunks: Any, audios: list[np.ndarray]) -> Prompt:
+        mtmd, lm = self.mtmd, self.lm
+        pieces: list[Piece] = []
+        audio_tokens, enc_s = 0, 0.0
+        seen: dict[int, int] = {}  # clip -> its chunks so far (mtmd cuts a clip per 30 s)
+        for i in range(mtmd.mtmd_input_chunks_size(chunks)):
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-            if mtmd.mtmd_input_chunk_get_type(chunk) == CHUNK_TYPE_AUDIO:
-                audio_tokens += mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+            if mtmd.mtmd_input_chunk_get_type(chunk) != CHUNK_TYPE_AUDIO:
+                n = ctypes.c_size_t(0)
+                ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+                pieces.append(Piece(tokens=tuple(ptr[: n.value]) if n.value else ()))
+                continue
+            n_tok = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
+            audio_tokens += n_tok
+            clip = int((mtmd.mtmd_input_chunk_get_id(chunk) or b"0").decode())
+            part = seen[clip] = seen.get(clip, -1) + 1
+            key = f"{digest(audios[clip], self.salt)}#{part}"
+            embd = self.cache.get(key)
+            if embd is None or embd.shape[0] != n_tok:
                 t0 = time.perf_counter()
                 rc = mtmd.mtmd_encode_chunk(self.mctx, chunk)
                 enc_s += time.perf_counter() - t0
                 if rc != 0:
                     raise _fail("audio encoding failed", rc)
-                embd = mtmd.mtmd_get_output_embd(self.mctx)
-                t0 = time.perf_counter()
-                rc = mtmd.mtmd_helper_decode_image_chunk(
-                    self.mctx,
-                    lm.ctx,
-                    chunk,
-                    embd,
-                    n_past,
-                    0,
-                    lm.n_batch,
-                    ctypes.byref(new_past),
-                    mtmd.mtmd_helper_post_decode_callback(),
-                    None,
-                )
-            else:
-                t0 = time.perf_counter()
-                rc = mtmd.mtmd_helper_eval_chunk_single(
-                    self.mctx,
-                    lm.ctx,
-                    chunk,
-                    n_past,
-                    0,
-                    lm.n_batch,
-                    i == n_chunks - 1,
-                    ctypes.byref(new_past),
-                )
-            pre_s += time.perf_counter() - t0
-            if rc != 0:
-                raise _fail("llama.cpp failed to evaluate the prompt", rc)
-            n_past = int(new_past.value)
-        return PrefillStats(
-            n_past=n_past,
-            n_prompt=n_prompt,
-            audio_tokens=audio_tokens,
-            encode_ms=enc_s * 1e3,
-            prefill_ms=pre_s * 1e3,
-        )
+                self.encoder_calls += 1
+                out = mtmd.mtmd_get_output_embd(self.mctx)
+                embd = np.ctypeslib.as_array(out, shape=(n_tok * lm.n_embd,))
+                embd = embd.reshape(n_tok, lm.n_embd).copy()
+                self.cache.put(key, embd)
+            pieces.append(Piece(embd=embd, digest=key))
+        return Prompt.of(pieces, audio_tokens, enc_s * 1e3)

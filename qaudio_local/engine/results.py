@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ AUDIO_PATHS = ("faithful", "mtmd")
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # name -> ggml_type
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # name -> llama_flash_attn_type
 CPU_KERNELS = ("auto", "fast", "portable")
+MAX_PARALLEL = 64  # n_parallel + prefix_cache stays well under llama.cpp's 256 sequences
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,16 @@ class ModelOptions:
             ``"off"``.
         cpu_kernels: For quantized weights on the CPU: ``"auto"`` (default: llama.cpp's fast
             repacked/AMX kernels unless a one-time probe found that they fault on this
-            machine; see :mod:`qaudio_local.cpu_probe`), ``"fast"`` (always, no probe) or
-            ``"portable"`` (never).
+            machine; see :mod:`qaudio_local.engine.cpu_probe`), ``"fast"`` (always, no probe)
+            or ``"portable"`` (never).
+        n_parallel: Generations decoded at once in one batch (default 1); more wait their
+            turn. They share the ``n_ctx`` cells of one KV cache (llama.cpp's unified cache).
+        prefix_cache: Finished sequences whose KV cells are kept, beyond the running ones,
+            so that a prompt starting the same way (the next turn of a conversation, another
+            question about the same clip) only computes what is new (default 4). Cells are
+            dropped least recently used first when new work needs them.
+        encoder_cache_mb: MiB of audio embeddings kept by clip digest, so that the same clip
+            is encoded once (default 256; 0 turns it off).
     """
 
     n_gpu_layers: int = 0
@@ -50,6 +59,9 @@ class ModelOptions:
     kv_type: str = "f16"
     flash_attn: str = "auto"
     cpu_kernels: str = "auto"
+    n_parallel: int = 1
+    prefix_cache: int = 4
+    encoder_cache_mb: float = 256.0
 
     @property
     def resolved_flash_attn(self) -> str:
@@ -69,6 +81,12 @@ class ModelOptions:
             raise ValueError(f"audio_path must be one of {', '.join(AUDIO_PATHS)}")
         if self.n_ctx < 16 or self.n_batch < 1:
             raise ValueError("n_ctx must be >= 16 and n_batch >= 1")
+        if not 1 <= self.n_parallel <= MAX_PARALLEL or self.n_parallel > self.n_batch:
+            raise ValueError(f"n_parallel must be 1..{MAX_PARALLEL} and at most n_batch")
+        if not 0 <= self.prefix_cache <= MAX_PARALLEL:
+            raise ValueError(f"prefix_cache must be 0..{MAX_PARALLEL}")
+        if not self.encoder_cache_mb >= 0:
+            raise ValueError("encoder_cache_mb must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,8 @@ class SamplingOptions:
         seed: Random seed for sampling (default 0).
         max_tokens: Most tokens to generate (default 256).
         stop_at_end_of_turn: Stop at ``<|im_end|>`` and other end tokens (default True).
+        stop: Strings that end the answer when generated (not included in the text;
+            default none).
     """
 
     temperature: float = 0.0
@@ -92,8 +112,11 @@ class SamplingOptions:
     seed: int = 0
     max_tokens: int = 256
     stop_at_end_of_turn: bool = True
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.stop, str) or not all(isinstance(x, str) for x in self.stop):
+            raise ValueError("stop must be a tuple of strings")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -121,12 +144,22 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token and audio accounting of one generation."""
+    """Token and audio accounting of one generation.
+
+    Attributes:
+        audio_seconds: Length of the audio in the prompt.
+        audio_tokens: Audio positions in the prompt.
+        prompt_tokens: Prompt positions in all (text and audio).
+        completion_tokens: Tokens generated.
+        cached_tokens: Prompt positions whose KV cells were reused from an earlier request
+            rather than computed (a conversation's earlier turns, a repeated clip).
+    """
 
     audio_seconds: float
     audio_tokens: int
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,7 +178,8 @@ class Result:
 
     Attributes:
         text: The whole answer.
-        finish_reason: ``"stop"`` (end of turn) or ``"length"`` (max_tokens or context full).
+        finish_reason: ``"stop"`` (end of turn or a stop string), ``"length"`` (max_tokens
+            or the context is full) or ``"cancelled"``.
         tokens: The generated token ids.
     """
 
@@ -166,18 +200,35 @@ class Result:
 
 
 class Generation:
-    """An iterator of :class:`Chunk`; ``result`` is set once it is exhausted."""
+    """An iterator of :class:`Chunk`; ``result`` is set once it is exhausted.
 
-    def __init__(self, chunks: Iterator[Chunk | Result]) -> None:
-        self._chunks = chunks
+    Nothing runs until the first chunk is asked for. Leaving the loop early (``break``,
+    an exception, or dropping the generation) or calling :meth:`cancel` from any thread
+    stops the sequence within one decoding step.
+    """
+
+    def __init__(
+        self, chunks: Iterable[Chunk | Result], cancel: Callable[[], None] | None = None
+    ) -> None:
+        self._chunks = iter(chunks)
+        self._cancel = cancel
         self.result: Result | None = None
 
     def __iter__(self) -> Iterator[Chunk]:
-        for item in self._chunks:
-            if isinstance(item, Result):
-                self.result = item
-            else:
-                yield item
+        try:
+            for item in self._chunks:
+                if isinstance(item, Result):
+                    self.result = item
+                else:
+                    yield item
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    def cancel(self) -> None:
+        """Stop generating (safe from any thread; the result says ``"cancelled"``)."""
+        if self._cancel is not None:
+            self._cancel()
 
     def wait(self) -> Result:
         """Consume the rest of the stream and return the result."""
