@@ -85,6 +85,7 @@ def main() -> None:
             rows: dict[str, list] = {p: [] for p in models}
             for _ in range(args.repeats):
                 for path, model in models.items():
+                    model.clear_cache()  # time the cold path: no reused encoding or cells
                     r = model.generate("Transcribe.", [clip], sampling=one)
                     rows[path].append(r)
             med = {}

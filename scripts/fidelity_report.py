@@ -77,6 +77,7 @@ def _timings(models: dict[str, AudioModel], repeats: int = 5) -> None:
     runs: dict[str, list[tuple[float, float, int]]] = {p: [] for p in models}
     for _ in range(repeats):
         for path, model in models.items():
+            model.clear_cache()  # time the cold path: no reused encoding or cells
             r = model.generate("Transcribe.", [clip])
             runs[path].append((r.timings.encode_ms, r.timings.prefill_ms, r.usage.audio_tokens))
     print("\n5 s clip, tiny model, CPU, median of", repeats, "interleaved runs:\n")

@@ -130,3 +130,17 @@ def test_real_machine_no_fakes() -> None:
     r = invoke("plan", "--ram", "16")
     assert r.exit_code == 0, r.stderr
     assert "model qwen2-audio-7b-instruct" in r.stdout and "why:" in r.stdout
+
+
+def test_plan_parallel_shares_one_kv_cache(machine: pytest.MonkeyPatch) -> None:
+    """llama.cpp's unified cache: N sequences share n_ctx cells, so memory stays the same."""
+    one = json.loads(invoke("plan", "--json").stdout)["plan"]
+    r = invoke("plan", "--parallel", "4")
+    assert r.exit_code == 0, r.stderr
+    assert "parallel: 4 sequences share the 4096-token KV cache (about 1024 tokens each" in r.stdout
+    assert "one pool for 4 sequences" in r.stdout
+    four = json.loads(invoke("plan", "--parallel", "4", "--json").stdout)["plan"]
+    assert four["n_parallel"] == 4 and one["n_parallel"] == 1
+    assert four["expected_bytes"] == one["expected_bytes"] and four["quant"] == one["quant"]
+    bad = invoke("plan", "--parallel", "0")
+    assert bad.exit_code == 2 and "--parallel" in bad.stderr

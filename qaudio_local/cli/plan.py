@@ -78,6 +78,14 @@ def hardware_cmd(vram: float | None, ram: float | None, as_json: bool) -> None:
     show_default=True,
     help="KV cache type; q8_0 halves its memory.",
 )
+@click.option(
+    "--parallel",
+    "n_parallel",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Sequences decoded at once (e.g. for `qaudio serve`); they share the context.",
+)
 @vram_ram_options
 @click.option("--force", is_flag=True, help="Plan a --quant even if it does not fit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -88,6 +96,7 @@ def plan_cmd(
     projector: str | None,
     n_ctx: int,
     kv_type: str,
+    n_parallel: int,
     vram: float | None,
     ram: float | None,
     force: bool,
@@ -97,6 +106,12 @@ def plan_cmd(
 
     NAME defaults to the registry's default model; the quant defaults to auto. Nothing is
     downloaded or loaded.
+
+    \b
+    Examples:
+      qaudio plan
+      qaudio plan qwen2-audio:Q5_K_M --vram 10
+      qaudio plan --n-ctx 8192 --kv-type q8_0 --parallel 4
     """
     from ..models.hardware import detect
     from ..models.planner import plan
@@ -114,6 +129,7 @@ def plan_cmd(
         quant=quant or named_quant,
         projector=projector or "auto",
         force=force,
+        n_parallel=n_parallel,
     )
     if as_json:
         click.echo(json.dumps({"hardware": hw.to_dict(), "plan": result.to_dict()}, indent=2))

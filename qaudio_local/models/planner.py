@@ -25,6 +25,7 @@ raises :class:`PlanError` with both numbers and the best alternative, unless ``f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from ..errors import PlanError
@@ -49,17 +50,19 @@ KvType = Literal["f16", "q8_0"]
 __all__ = ["PARTIAL_CEILING_BPW", "Plan", "plan"]
 
 
-def _setting(entry: ModelEntry, hw: Hardware, n_ctx: int, kv_type: str) -> Setting:
+def _setting(
+    entry: ModelEntry, hw: Hardware, n_ctx: int, kv_type: str, n_parallel: int = 1
+) -> Setting:
     gpu = hw.best_gpu if hw.llama_gpu_offload else None
     if gpu is not None and gpu.unified:
         budget = hw.vram_override
         if budget is None:
             budget = int(gpu.total_bytes * UNIFIED_GPU_FRACTION)
-        return Setting(entry, n_ctx, kv_type, gpu, budget, 0, unified=True)
+        return Setting(entry, n_ctx, kv_type, gpu, budget, 0, True, n_parallel)
     if gpu is not None and gpu.free_bytes <= 0:
         gpu = None
     gpu_budget = gpu.free_bytes if gpu else 0
-    return Setting(entry, n_ctx, kv_type, gpu, gpu_budget, hw.ram_available, unified=False)
+    return Setting(entry, n_ctx, kv_type, gpu, gpu_budget, hw.ram_available, False, n_parallel)
 
 
 def _fits(s: Setting, c: Candidate) -> bool:
@@ -164,6 +167,7 @@ def _make_plan(
         fits=fits,
         reasons=tuple(reasons),
         warnings=tuple(warnings),
+        n_parallel=s.n_parallel,
     )
 
 
@@ -257,7 +261,7 @@ def _suggestion(s: Setting, projs: tuple[Projector, ...]) -> str:
         for kv in dict.fromkeys((s.kv_type, "q8_0")):
             if (n_ctx, kv) == (s.n_ctx, s.kv_type):
                 continue
-            trial = Setting(s.entry, n_ctx, kv, s.gpu, s.gpu_budget, s.ram_budget, s.unified)
+            trial = replace(s, n_ctx=n_ctx, kv_type=kv)
             if _auto(trial, s.entry.quants, projs) is not None:
                 ctx = f"--n-ctx {n_ctx} " if n_ctx != s.n_ctx else ""
                 return f"try {ctx}--kv-type {kv}"
@@ -285,6 +289,7 @@ def plan(
     quant: str = "auto",
     projector: str = "auto",
     force: bool = False,
+    n_parallel: int = 1,
 ) -> Plan:
     """Choose how to run ``entry`` on ``hw`` (the policy is in the module docstring).
 
@@ -297,6 +302,7 @@ def plan(
         projector: ``"auto"`` or a projector name to use.
         force: Return a plan for a forced ``quant`` (or, with ``"auto"``, the smallest) even
             if it does not fit; the plan then has ``fits=False`` and a warning.
+        n_parallel: Sequences to decode at once (they share the ``n_ctx`` cells).
 
     Raises:
         PlanError: Bad ``n_ctx``/``kv_type``; a forced quant that does not fit (with both
@@ -305,7 +311,9 @@ def plan(
         UnknownModelError: ``quant`` or ``projector`` is not in ``entry``.
     """
     _check_inputs(entry, n_ctx, kv_type)
-    s = _setting(entry, hw, n_ctx, kv_type)
+    if not 1 <= n_parallel <= 64:
+        raise PlanError(f"--parallel {n_parallel} is outside 1..64")
+    s = _setting(entry, hw, n_ctx, kv_type, n_parallel)
     projs = entry.projectors if projector == "auto" else (find_projector(entry, projector),)
     warnings = [w] if (w := cpu_only_build_warning(hw)) else []
     reasons = _why_setting(s, hw)

@@ -140,6 +140,8 @@ class Setting:
         gpu_budget: Bytes the GPU may use (free VRAM, or the unified share).
         ram_budget: Bytes of RAM available (0 for unified memory: it is all one pool).
         unified: Apple Silicon unified memory.
+        n_parallel: Sequences decoded at once; they share the one KV cache of ``n_ctx``
+            cells (llama.cpp's unified cache), so it does not grow with them.
     """
 
     entry: ModelEntry
@@ -149,6 +151,7 @@ class Setting:
     gpu_budget: int
     ram_budget: int
     unified: bool
+    n_parallel: int = 1
 
     @property
     def n_layers(self) -> int:
@@ -188,7 +191,8 @@ def _text_lines(s: Setting, c: Candidate, on_gpu: bool) -> list[MemoryLine]:
             f"KV cache {s.kv_type}",
             kv_cache_bytes(dims, s.n_ctx, s.kv_type, layers),
             f"2 x {layers} layers x {s.n_ctx} tokens x {dims.n_kv_heads} KV heads x "
-            f"{head_dim(dims)} x {float(bpe):g} B",
+            f"{head_dim(dims)} x {float(bpe):g} B"
+            + (f"; one pool for {s.n_parallel} sequences" if s.n_parallel > 1 else ""),
         ),
     ]
     if runs:
@@ -255,6 +259,7 @@ class Plan:
         mmproj_on_gpu: Whether the audio encoder/projector runs on the GPU.
         n_ctx: Context window in tokens.
         kv_type: KV cache type, ``"f16"`` or ``"q8_0"``.
+        n_parallel: Sequences decoded at once, sharing the context's cells.
         where: ``"gpu"`` (everything offloaded), ``"partial"`` or ``"cpu"``.
         devices: Expected use per device, with the arithmetic.
         fits: Whether every device's need is within its budget (False only when forced).
@@ -275,6 +280,7 @@ class Plan:
     fits: bool
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    n_parallel: int = 1
 
     @property
     def expected_bytes(self) -> dict[str, int]:
@@ -297,6 +303,13 @@ class Plan:
             f"{proj_where}, context {self.n_ctx} tokens, KV cache {self.kv_type}",
             f"placement: {self.placement()} (n_gpu_layers={self.n_gpu_layers})",
         ]
+        if self.n_parallel > 1:
+            share = self.n_ctx // self.n_parallel
+            out.append(
+                f"parallel: {self.n_parallel} sequences share the {self.n_ctx}-token KV cache "
+                f"(about {share} tokens each when all are busy, {share / 25:.0f} s of audio; "
+                "one alone may use it all)"
+            )
         for d in self.devices:
             verdict = "fits" if d.fits else "DOES NOT FIT"
             out.append(

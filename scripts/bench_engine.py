@@ -1,0 +1,238 @@
+"""Benchmark the engine: parallel decoding, and what prefix reuse saves a conversation.
+
+Two parts, each measured side by side in one run (ratios, not absolute times, are what
+to read on a shared machine):
+
+1. ``--decode``: aggregate decode tokens/s with 1, 2, 4 and 8 sequences on a synthetic
+   text model of the real width (hidden 4096, 32 heads, ffn 11008; ``--layers`` of them,
+   F16), against a plain one-sequence loop over the same context (what the runtime did
+   before the engine) and, if ``--llama-bin`` holds llama.cpp's ``llama-batched-bench``
+   (built from the sources vendored in the llama-cpp-python sdist), against it on the
+   same GGUF.
+2. ``--turns``: time to first token of a conversation's second turn (a text question)
+   after a first turn with a 29.9 s clip, against the same prompt cold, with the real
+   encoder size (d_model 1280, 32 layers).
+
+    .venv/bin/python scripts/bench_engine.py --decode --turns --work ~/.cache/qaudio-bench
+
+Needs ~4 GB of RAM and ~3 GB of disk in --work (the models are built once and reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qaudio_local.convert import convert_checkpoint  # noqa: E402
+from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
+from qaudio_local.engine.model import AudioModel  # noqa: E402
+from qaudio_local.engine.prompt import Message, user  # noqa: E402
+from qaudio_local.engine.results import ModelOptions, SamplingOptions  # noqa: E402
+
+REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
+WIDE_TEXT = {"hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008}
+SMALL_AUDIO = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128}
+
+
+def build(work: Path, name: str, audio: dict, text: dict) -> tuple[Path, Path]:
+    """Build (once) and convert a synthetic checkpoint; reuse it on later runs."""
+    out = work / name / "gguf"
+    found = sorted(out.glob("*.gguf")) if out.is_dir() else []
+    if len(found) == 2:
+        mmproj = next(p for p in found if "mmproj" in p.name)
+        return next(p for p in found if p is not mmproj), mmproj
+    t0 = time.perf_counter()
+    ckpt = make_tiny_checkpoint(work / name / "ckpt", dtype="float16", audio=audio, text=text)
+    pair = convert_checkpoint(ckpt, out, outtype="f16")
+    size = pair.model_path.stat().st_size / 2**30
+    print(f"built {name}: {size:.2f} GiB text model in {time.perf_counter() - t0:.0f} s")
+    return pair.model_path, pair.mmproj_path
+
+
+# --- 1. parallel decoding ---------------------------------------------------------------------
+
+
+def engine_rate(model: AudioModel, n: int, tokens: int) -> float:
+    """Aggregate decode tokens/s of n sequences started in the same step."""
+    sampling = SamplingOptions(max_tokens=tokens, stop_at_end_of_turn=False)
+    results: list = [None] * n
+    gens = [model.stream(f"Sequence {i}: say something.", sampling=sampling) for i in range(n)]
+
+    def run(i: int) -> None:
+        results[i] = gens[i].wait()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    with model._scheduler.held():  # type: ignore[union-attr]
+        for t in threads:
+            t.start()
+        while model._scheduler.queued < n:  # type: ignore[union-attr]
+            time.sleep(0.001)
+    for t in threads:
+        t.join()
+    # all prompts were fed in the first step; after it, every step decodes all n
+    decoded = sum(r.usage.completion_tokens - 1 for r in results)
+    return decoded / (max(r.timings.decode_ms for r in results) / 1e3)
+
+
+def plain_loop_rate(model: AudioModel, tokens: int) -> float:
+    """One sequence, one token per llama_decode, greedy: the loop before the engine."""
+    lib, ctx = model._llama, model._ctx
+    sched = model._scheduler
+    assert sched is not None
+    with sched.held():  # the engine's thread stays idle while this loop owns the context
+        mem = lib.llama_get_memory(ctx)
+        lib.llama_memory_clear(mem, True)
+        ids = model.tokenize("Sequence 0: say something.")
+        batch = lib.llama_batch_init(512, 0, 1)
+        sampler = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        lib.llama_sampler_chain_add(sampler, lib.llama_sampler_init_greedy())
+        try:
+            for i, tok in enumerate(ids):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, i, 1
+                batch.seq_id[i][0], batch.logits[i] = 0, i == len(ids) - 1
+            batch.n_tokens = len(ids)
+            assert lib.llama_decode(ctx, batch) == 0
+            pos = len(ids)
+            t0 = time.perf_counter()
+            for _ in range(tokens - 1):
+                tok = lib.llama_sampler_sample(sampler, ctx, -1)
+                batch.n_tokens = 1
+                batch.token[0], batch.pos[0], batch.n_seq_id[0] = tok, pos, 1
+                batch.seq_id[0][0], batch.logits[0] = 0, True
+                assert lib.llama_decode(ctx, batch) == 0
+                pos += 1
+            dt = time.perf_counter() - t0
+        finally:
+            lib.llama_batch_free(batch)
+            lib.llama_sampler_free(sampler)
+            lib.llama_memory_clear(mem, True)
+    model.clear_cache()  # the engine's bookkeeping must not trust the cleared cells
+    return (tokens - 1) / dt
+
+
+def batched_bench(binary: Path, model: Path, threads: int, tokens: int) -> dict[int, float]:
+    """llama.cpp's own llama-batched-bench: S_TG (decode t/s) per number of sequences."""
+    cmd = [str(binary), "-m", str(model), "-c", "4096", "-b", "512", "-ub", "512", "-npp", "16"]
+    cmd += ["-ntg", str(tokens), "-npl", "1,2,4,8", "-t", str(threads), "-fa", "on"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rates = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 10 and cells[2].isdigit():
+            rates[int(cells[2])] = float(
+                cells[8]
+            )  # | PP | TG | B | N_KV | T_PP | S_PP | T_TG | S_TG
+    return rates
+
+
+def bench_decode(args: argparse.Namespace) -> None:
+    text = {**WIDE_TEXT, "layers": args.layers}
+    model_path, mmproj = build(args.work, f"wide-{args.layers}l", SMALL_AUDIO, text)
+    opts = ModelOptions(n_ctx=4096, n_threads=args.threads, n_parallel=8, prefix_cache=0)
+    rows: dict[str, list[float]] = {}
+    with AudioModel(model_path, mmproj, opts) as model:
+        engine_rate(model, 1, 8)  # warm up
+        for _ in range(args.repeats):
+            rows.setdefault("plain loop, 1 sequence", []).append(
+                plain_loop_rate(model, args.tokens)
+            )
+            for n in (1, 2, 4, 8):
+                model.clear_cache()
+                rows.setdefault(f"engine, {n}", []).append(engine_rate(model, n, args.tokens))
+    size = model_path.stat().st_size / 2**30
+    print(
+        f"\ndecode, {size:.2f} GiB F16 model of width 4096 ({args.layers} layers), "
+        f"{args.threads} threads, {args.tokens} tokens per sequence, median of {args.repeats}\n"
+    )
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    ref = {}
+    if args.llama_bin and (args.llama_bin / "llama-batched-bench").exists():
+        ref = batched_bench(args.llama_bin / "llama-batched-bench", model_path, args.threads, 64)
+    print("| sequences | engine tok/s | vs 1 sequence | llama-batched-bench tok/s | engine / it |")
+    print("|---|---|---|---|---|")
+    for n in (1, 2, 4, 8):
+        e = med[f"engine, {n}"]
+        r = ref.get(n)
+        rs = f"{r:.1f} | {e / r:.2f}" if r else "- | -"
+        print(f"| {n} | {e:.1f} | {e / med['engine, 1']:.2f}x | {rs} |")
+    plain = med["plain loop, 1 sequence"]
+    print(
+        f"\none sequence: engine {med['engine, 1']:.1f} tok/s, plain loop {plain:.1f} tok/s "
+        f"(engine / plain {med['engine, 1'] / plain:.2f})"
+    )
+
+
+# --- 2. a conversation's second turn ---------------------------------------------------------
+
+
+def ttft(model: AudioModel, messages: list[Message]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    gen = model.stream(messages=messages, sampling=SamplingOptions(max_tokens=4))
+    chunks = iter(gen)
+    next(chunks)
+    dt = time.perf_counter() - t0
+    for _ in chunks:
+        pass
+    assert gen.result is not None
+    return dt, gen.result.usage.cached_tokens
+
+
+def bench_turns(args: argparse.Namespace) -> None:
+    model_path, mmproj = build(args.work, "real-encoder", REAL_AUDIO, {**WIDE_TEXT, "layers": 1})
+    rng = np.random.default_rng(1)
+    t = np.arange(int(29.9 * 16000)) / 16000
+    clip = (0.4 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(t.size)).astype("f4")
+    turn1 = [user(clip, "What is in this recording?")]
+    opts = ModelOptions(n_ctx=2048, n_threads=args.threads)
+    cold_s, warm_s = [], []
+    with AudioModel(model_path, mmproj, opts) as model:
+        for _ in range(args.repeats):
+            model.clear_cache()
+            first = model.generate(messages=turn1, sampling=SamplingOptions(max_tokens=8))
+            turn2 = [*turn1, Message("assistant", (first.text,)), user("And how long is it?")]
+            warm, cached = ttft(model, turn2)
+            model.clear_cache()
+            cold, _ = ttft(model, turn2)
+            warm_s.append(warm)
+            cold_s.append(cold)
+    w, c = statistics.median(warm_s), statistics.median(cold_s)
+    print(
+        f"\nturn 2 after a 29.9 s clip, real encoder size, {args.threads} threads, median of "
+        f"{args.repeats}: time to first token {w:.2f} s with reuse ({cached} prompt positions "
+        f"reused) vs {c:.2f} s cold: {w / c:.3f} of cold ({c / w:.0f}x faster)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--decode", action="store_true", help="parallel decoding throughput")
+    ap.add_argument("--turns", action="store_true", help="second-turn time to first token")
+    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "qaudio-bench")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--layers", type=int, default=3, help="text layers of the decode model")
+    ap.add_argument("--tokens", type=int, default=48, help="tokens per sequence")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--llama-bin", type=Path, default=None, help="folder with llama-batched-bench")
+    args = ap.parse_args()
+    if not (args.decode or args.turns):
+        ap.error("pass --decode and/or --turns")
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.decode:
+        bench_decode(args)
+    if args.turns:
+        bench_turns(args)
+
+
+if __name__ == "__main__":
+    main()
