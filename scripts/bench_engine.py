@@ -129,10 +129,9 @@ def batched_bench(binary: Path, model: Path, threads: int, tokens: int) -> dict[
     rates = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        # columns: PP, TG, B, N_KV, T_PP s, S_PP t/s, T_TG s, S_TG t/s, T s, S t/s
         if len(cells) >= 10 and cells[2].isdigit():
-            rates[int(cells[2])] = float(
-                cells[8]
-            )  # | PP | TG | B | N_KV | T_PP | S_PP | T_TG | S_TG
+            rates[int(cells[2])] = float(cells[7])
     return rates
 
 
@@ -141,24 +140,25 @@ def bench_decode(args: argparse.Namespace) -> None:
     model_path, mmproj = build(args.work, f"wide-{args.layers}l", SMALL_AUDIO, text)
     opts = ModelOptions(n_ctx=4096, n_threads=args.threads, n_parallel=8, prefix_cache=0)
     rows: dict[str, list[float]] = {}
+    bench = args.llama_bin / "llama-batched-bench" if args.llama_bin else None
     with AudioModel(model_path, mmproj, opts) as model:
         engine_rate(model, 1, 8)  # warm up
-        for _ in range(args.repeats):
-            rows.setdefault("plain loop, 1 sequence", []).append(
-                plain_loop_rate(model, args.tokens)
-            )
+        for _ in range(args.repeats):  # interleaved: each repeat runs everything once
+            plain = plain_loop_rate(model, args.tokens)
+            rows.setdefault("plain loop, 1 sequence", []).append(plain)
             for n in (1, 2, 4, 8):
                 model.clear_cache()
                 rows.setdefault(f"engine, {n}", []).append(engine_rate(model, n, args.tokens))
+            if bench is not None and bench.exists():
+                for n, rate in batched_bench(bench, model_path, args.threads, args.tokens).items():
+                    rows.setdefault(f"llama, {n}", []).append(rate)
     size = model_path.stat().st_size / 2**30
     print(
         f"\ndecode, {size:.2f} GiB F16 model of width 4096 ({args.layers} layers), "
         f"{args.threads} threads, {args.tokens} tokens per sequence, median of {args.repeats}\n"
     )
     med = {k: statistics.median(v) for k, v in rows.items()}
-    ref = {}
-    if args.llama_bin and (args.llama_bin / "llama-batched-bench").exists():
-        ref = batched_bench(args.llama_bin / "llama-batched-bench", model_path, args.threads, 64)
+    ref = {n: med[f"llama, {n}"] for n in (1, 2, 4, 8) if f"llama, {n}" in med}
     print("| sequences | engine tok/s | vs 1 sequence | llama-batched-bench tok/s | engine / it |")
     print("|---|---|---|---|---|")
     for n in (1, 2, 4, 8):
