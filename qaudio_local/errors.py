@@ -144,6 +144,18 @@ class ContextOverflowError(QAudioError, ValueError):
         self.max_ctx = max_ctx
 
 
+class OptionError(QAudioError, ValueError):
+    """An option value that cannot work with this model or machine.
+
+    Attributes:
+        option: The option's name as the user types it, e.g. ``"--n-ctx"``.
+    """
+
+    def __init__(self, message: str, *, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class DependencyMissingError(QAudioError, ImportError):
     """An optional dependency is not installed.
 

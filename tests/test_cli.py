@@ -757,3 +757,55 @@ def test_convert_a_k_quant_from_the_cli(tiny_checkpoint: Path, tmp_path: Path) -
     names = sorted(p.name for p in out.iterdir())
     assert names == ["tiny-qwen2-audio.Q4_K_M.gguf", "tiny-qwen2-audio.mmproj-q8_0.gguf"]
     assert f"model:  {out / names[0]}" in result.stdout
+
+
+# --- option values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "gib"),
+    [("8", 8.0), ("8G", 8.0), ("8GB", 8.0), ("8gib", 8.0), ("8192M", 8.0), ("6.5 GiB", 6.5)],
+)
+def test_sizes_read_as_people_type_them(text: str, gib: float) -> None:
+    from qaudio_local.cli.options import Size
+
+    assert Size().convert(text, None, None) == gib
+
+
+def test_plan_takes_sizes_with_units() -> None:
+    a = json.loads(invoke("plan", "--vram", "8GB", "--ram", "16G", "--json").stdout)
+    b = json.loads(invoke("plan", "--vram", "8", "--ram", "16384M", "--json").stdout)
+    assert a["plan"] == b["plan"] and a["hardware"]["vram_override"] == 8 * 2**30
+    bad = invoke("plan", "--vram", "lots")
+    assert bad.exit_code == 2 and "write it like 8, 8G, 8GB" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--temperature", "nan"), "not a finite number"),
+        (("--temperature", "inf"), "--temperature"),
+        (("--repetition-penalty", "nan"), "not a finite number"),
+        (("--n-ctx", "4294967552"), "--n-ctx"),
+        (("--threads", "2147483648"), "--threads"),
+        (("--threads", "100000"), "--threads"),
+        (("--seed", "-1"), "--seed"),
+        (("--max-tokens", "0"), "--max-tokens"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(
+    tiny_gguf: Pair, extra: tuple[str, str], message: str
+) -> None:
+    result = invoke(*run_args(tiny_gguf, EXAMPLE_CLIP, extra=extra))
+    assert result.exit_code == 2 and message in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_context_beyond_training_needs_a_flag(tiny_gguf: Pair) -> None:
+    result = invoke(*run_args(tiny_gguf, EXAMPLE_CLIP, extra=("--n-ctx", "16384")))
+    assert result.exit_code == 2
+    assert "beyond the 8192 tokens" in result.stderr and "--allow-long-context" in result.stderr
+    ok = invoke(
+        *run_args(tiny_gguf, EXAMPLE_CLIP, extra=("--n-ctx", "16384", "--allow-long-context"))
+    )
+    assert ok.exit_code == 0, ok.stderr

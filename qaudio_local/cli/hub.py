@@ -8,31 +8,19 @@ results to stdout.
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .main import handle_errors, main, vram_ram_options
+from .main import handle_errors, main
+from .options import vram_ram_options
+from .progress import DownloadBars, decimal_size
 
 if TYPE_CHECKING:
     from ..models.catalog import Catalog, HubFile, ModelEntry, Projector, Quant
-    from ..models.hub import Progress
     from ..models.manifest import ManifestRecord
-
-
-def _size(n: int) -> str:
-    """Bytes in decimal units, as disk tools and the hub show them."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -98,49 +86,6 @@ def _quant_arg(named: str, option: str | None) -> str:
     return option or named
 
 
-class _Bars:
-    """One click progress bar per file, on stderr, fed by :class:`qaudio_local.hub.Progress`."""
-
-    def __init__(self) -> None:
-        self._bar: Any = None
-        self._name = ""
-        self._total = 0
-        self._drawn = 0.0
-
-    def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
-        if p.file.filename == self._name and p.done < p.total and now - self._drawn < 0.1:
-            return  # redraw at most 10 times a second
-        self._drawn = now
-        if p.file.filename != self._name:
-            self.close()
-            self._name = p.file.filename
-            self._bar = click.progressbar(
-                length=max(p.total, 1),
-                label=p.file.filename,
-                file=sys.stderr,
-                show_pos=False,
-                show_eta=True,
-                item_show_func=lambda _: None,
-            )
-            self._bar.__enter__()
-            self._total = p.total
-        self._bar.label = f"{p.file.filename} {_size(p.done)}/{_size(self._total)}"
-        self._bar.update(p.done - self._bar.pos)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
-
-    @contextmanager
-    def active(self) -> Iterator[_Bars]:
-        try:
-            yield self
-        finally:
-            self.close()
-
-
 def _check_pair(text: Path, projector: Path) -> str:
     """Make sure the files are the GGUF kinds the registry says; a one-line summary."""
     from ..engine.gguf_check import check_pair, check_projector, check_text_model
@@ -192,7 +137,7 @@ def pull(
         click.echo(f"note: {w}", err=True)
     spec = f"{entry.name}:{q.name}"
     wanted: list[HubFile] = [x.file for x in (q, p) if x.local_path is None]
-    bars = _Bars()
+    bars = DownloadBars()
     with bars.active():
         got = {lf.file: lf for lf in hub.pull(wanted, progress=bars, name_hint=spec, force=force)}
     paths = [x.local_path or got[x.file].path for x in (q, p)]
@@ -201,7 +146,7 @@ def pull(
     click.echo(f"{spec} with projector {p.name}: ready ({summary})")
     click.echo(f"  model:  {paths[0]}")
     click.echo(f"  mmproj: {paths[1]}")
-    click.echo(f"  downloaded {_size(fetched)}" if fetched else "  already up to date")
+    click.echo(f"  downloaded {decimal_size(fetched)}" if fetched else "  already up to date")
 
 
 def _status(f: HubFile, rec: ManifestRecord | None, local: Path | None) -> str:
@@ -216,7 +161,9 @@ def _status(f: HubFile, rec: ManifestRecord | None, local: Path | None) -> str:
         return f"pulled, verified {rec.verified_at[:10]}"
     partial = sum(x.stat().st_size for x in partial_files(f.repo, f.filename))
     if partial:
-        return f"incomplete ({_size(partial)} of {_size(f.size)}; pull again to resume)"
+        return (
+            f"incomplete ({decimal_size(partial)} of {decimal_size(f.size)}; pull again to resume)"
+        )
     return "available"
 
 
@@ -240,14 +187,14 @@ def list_models() -> None:
             rec = records.pop((f.repo, f.filename), None)
             size = rec.size if rec else f.size
             status = _status(f, rec, local)
-            click.echo(f"  {variant:<10} {kind:<9} {_size(size):>9}  {status}")
+            click.echo(f"  {variant:<10} {kind:<9} {decimal_size(size):>9}  {status}")
     if records:
         click.echo("pulled but no longer in the registry (delete a file to free its space):")
         for r in records.values():
-            click.echo(f"  {r.repo}/{r.filename}  {_size(r.size)}  {r.path}")
+            click.echo(f"  {r.repo}/{r.filename}  {decimal_size(r.size)}  {r.path}")
     pulled = hub.list_local()
     total = sum(r.size for r in pulled)
-    click.echo(f"{len(pulled)} file(s) pulled, {_size(total)} in {models_dir()}")
+    click.echo(f"{len(pulled)} file(s) pulled, {decimal_size(total)} in {models_dir()}")
 
 
 def _files_of(entry: ModelEntry, quant: str) -> list[HubFile]:
@@ -284,7 +231,7 @@ def rm(name: str, quant: str | None) -> None:
     freed = hub.remove(_files_of(entry, qname))
     what = entry.name if qname == "auto" else f"{entry.name}:{find_quant(entry, qname).name}"
     if freed:
-        click.echo(f"removed {what}: freed {_size(freed)}")
+        click.echo(f"removed {what}: freed {decimal_size(freed)}")
     else:
         click.echo(f"nothing to remove: {what} is not pulled")
 

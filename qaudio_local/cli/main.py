@@ -34,6 +34,7 @@ from ..errors import (
     ModelFileError,
     ModelFileNotFoundError,
     OfflineModelMissingError,
+    OptionError,
     PlanError,
     QAudioError,
     RemoteFileNotFoundError,
@@ -51,6 +52,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (CheckpointNotFoundError, 2),
     (ConversionError, 2),
     (ContextOverflowError, 2),
+    (OptionError, 2),
     (CatalogError, 2),
     (UnknownModelError, 2),
     (PlanError, 2),
@@ -101,16 +103,6 @@ def handle_errors(func: F) -> F:
             sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
-
-
-_VRAM_HELP = "GiB of GPU memory to plan for, instead of the free memory found (shared GPUs)."
-_RAM_HELP = "GiB of RAM to plan for, instead of the available RAM found."
-
-
-def vram_ram_options(func: F) -> F:
-    """The --vram / --ram overrides shared by the commands that plan."""
-    func = click.option("--ram", type=click.FloatRange(min=0), default=None, help=_RAM_HELP)(func)
-    return click.option("--vram", type=click.FloatRange(min=0), default=None, help=_VRAM_HELP)(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,8 @@ import click
 
 from ..models.hardware import Hardware
 from ..models.planner_memory import fmt_bytes
-from .main import handle_errors, main, vram_ram_options
+from .main import handle_errors, main
+from .options import vram_ram_options
 
 
 def hardware_lines(hw: Hardware) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
-from ..errors import RuntimeBackendError
+from ..errors import OptionError, RuntimeBackendError
 from .backend import llama_modules, log_mark, log_since, recent_errors
 from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
@@ -88,6 +88,14 @@ class AudioModel:
         self.model_info: TextModelInfo = check_text_model(model_path)
         self.projector_info: ProjectorInfo = check_projector(mmproj_path)
         check_pair(self.model_info, self.projector_info)
+        trained = self.model_info.n_ctx_train
+        if trained and self.options.n_ctx > trained and not self.options.allow_long_context:
+            raise OptionError(
+                f"--n-ctx {self.options.n_ctx} is beyond the {trained} tokens "
+                f"{self.model_info.path.name} was trained for, where answers get worse; use "
+                f"--n-ctx {trained} or less, or pass --allow-long-context to accept that",
+                option="--n-ctx",
+            )
         self._llama, self._mtmd = llama_modules()
         try:
             self._load()

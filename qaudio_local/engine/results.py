@@ -48,6 +48,8 @@ class ModelOptions:
             dropped least recently used first when new work needs them.
         encoder_cache_mb: MiB of audio embeddings kept by clip digest, so that the same clip
             is encoded once (default 256; 0 turns it off).
+        allow_long_context: Accept an ``n_ctx`` beyond the context the model was trained for
+            (default False: that is refused, since answers get worse past it).
     """
 
     n_gpu_layers: int = 0
@@ -62,6 +64,7 @@ class ModelOptions:
     n_parallel: int = 1
     prefix_cache: int = 4
     encoder_cache_mb: float = 256.0
+    allow_long_context: bool = False
 
     @property
     def resolved_flash_attn(self) -> str:
@@ -79,13 +82,17 @@ class ModelOptions:
             raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}")
         if self.audio_path not in AUDIO_PATHS:
             raise ValueError(f"audio_path must be one of {', '.join(AUDIO_PATHS)}")
-        if self.n_ctx < 16 or self.n_batch < 1:
-            raise ValueError("n_ctx must be >= 16 and n_batch >= 1")
+        if not 16 <= self.n_ctx <= 1 << 22 or not 1 <= self.n_batch <= 1 << 16:
+            raise ValueError("n_ctx must be 16..4194304 and n_batch 1..65536")
+        if self.n_threads is not None and not 1 <= self.n_threads <= 1024:
+            raise ValueError("n_threads must be 1..1024")
+        if not -1 <= self.n_gpu_layers <= 4096:
+            raise ValueError("n_gpu_layers must be -1..4096")
         if not 1 <= self.n_parallel <= MAX_PARALLEL or self.n_parallel > self.n_batch:
             raise ValueError(f"n_parallel must be 1..{MAX_PARALLEL} and at most n_batch")
         if not 0 <= self.prefix_cache <= MAX_PARALLEL:
             raise ValueError(f"prefix_cache must be 0..{MAX_PARALLEL}")
-        if not self.encoder_cache_mb >= 0:
+        if not 0 <= self.encoder_cache_mb <= 1 << 20:
             raise ValueError("encoder_cache_mb must be >= 0")
 
 
@@ -117,16 +124,16 @@ class SamplingOptions:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str) or not all(isinstance(x, str) for x in self.stop):
             raise ValueError("stop must be a tuple of strings")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        if not 0 <= self.temperature <= 100:  # NaN fails every comparison
+            raise ValueError("temperature must be a finite number in 0..100")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
-        if self.repetition_penalty <= 0:
-            raise ValueError("repetition_penalty must be > 0")
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
+        if not 0 <= self.top_k <= 1 << 20:
+            raise ValueError("top_k must be 0..1048576")
+        if not 0 < self.repetition_penalty <= 100:
+            raise ValueError("repetition_penalty must be a finite number in (0, 100]")
+        if not 1 <= self.max_tokens <= 1 << 24:
+            raise ValueError("max_tokens must be 1..16777216")
 
 
 @dataclass(frozen=True)
