@@ -144,6 +144,35 @@ class ContextOverflowError(QAudioError, ValueError):
         self.max_ctx = max_ctx
 
 
+class ContextFullError(QAudioError, ValueError):
+    """A conversation's next turn does not fit the context (and dropping turns is off).
+
+    Attributes:
+        used: Context positions the conversation takes.
+        n_ctx: The context's size.
+        reserved: Positions kept free for the answer.
+    """
+
+    def __init__(self, used: int, n_ctx: int, reserved: int) -> None:
+        super().__init__(
+            f"the conversation takes {used} of the context's {n_ctx} tokens, and the answer "
+            f"needs room too ({reserved}); /clear to start over, or drop older turns"
+        )
+        self.used, self.n_ctx, self.reserved = used, n_ctx, reserved
+
+
+class ConversationFileError(QAudioError, ValueError):
+    """A saved conversation that cannot be written or loaded (or whose audio changed).
+
+    Attributes:
+        path: The file in question (the conversation, or one of its clips).
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class OptionError(QAudioError, ValueError):
     """An option value that cannot work with this model or machine.
 

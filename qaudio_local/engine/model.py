@@ -32,7 +32,7 @@ from ..errors import OptionError, RuntimeBackendError
 from .backend import llama_modules, log_mark, log_since, recent_errors
 from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
-from .prompt import Message, render, user
+from .prompt import TOKENS_MARKER, Message, render, user
 from .results import (
     FLASH_ATTN,
     KV_TYPES,
@@ -271,7 +271,7 @@ class AudioModel:
         audio: Sequence[np.ndarray],
         messages: Sequence[Message] | None,
         system_prompt: str,
-    ) -> tuple[str, list[np.ndarray]]:
+    ) -> tuple[str, list[np.ndarray], list[tuple[int, ...]]]:
         self._require_open()
         if messages is None:
             text = DEFAULT_PROMPT if prompt is None and audio else (prompt or "")
@@ -280,7 +280,33 @@ class AudioModel:
                 parts.append(text)
             messages = [user(*parts)]
         rendered = render(messages, self._prefill.marker, system_prompt)
-        return rendered.text, [check_audio(a, i + 1) for i, a in enumerate(rendered.audios)]
+        audios = [check_audio(a, i + 1) for i, a in enumerate(rendered.audios)]
+        text, runs = rendered.text, [r.ids for r in rendered.token_runs]
+        if isinstance(self._prefill, MtmdPrefill) and runs:  # libmtmd tokenizes text only
+            for run in rendered.token_runs:
+                text = text.replace(TOKENS_MARKER, run.text or self.detokenize(run.ids), 1)
+            runs = []
+        return text, audios, runs
+
+    def prompt_tokens(
+        self,
+        prompt: str | None = None,
+        audio: Sequence[np.ndarray] = (),
+        *,
+        messages: Sequence[Message] | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> int:
+        """How many context positions the prompt takes (text and audio), without encoding."""
+        from ..audio.windows import audio_token_count
+
+        text, audios, runs = self._rendered(prompt, audio, messages, system_prompt)
+        if isinstance(self._prefill, MtmdPrefill):  # 750 per started 30 s window
+            audio_n = sum(750 * (a.size // 480_000 + 1) for a in audios)
+        else:
+            audio_n = sum(audio_token_count(a.size) for a in audios)
+        pieces = text.split(TOKENS_MARKER)
+        n_text = sum(len(self.tokenize(p)) for p in pieces) - len(audios)
+        return n_text + sum(len(r) for r in runs) + audio_n
 
     def stream(
         self,
@@ -304,8 +330,8 @@ class AudioModel:
             InvalidAudioError: An audio array is empty, not 1-D float, or not finite.
             RuntimeBackendError: llama.cpp failed, or the model was closed.
         """
-        text, audios = self._rendered(prompt, audio, messages, system_prompt)
-        run = _Run(self, text, audios, sampling or SamplingOptions())
+        text, audios, runs = self._rendered(prompt, audio, messages, system_prompt)
+        run = _Run(self, text, audios, runs, sampling or SamplingOptions())
         return Generation(run, cancel=run.cancel)
 
     def generate(
@@ -327,8 +353,8 @@ class AudioModel:
         Takes the same prompt arguments as :meth:`stream`; used to compare against the
         reference implementation.
         """
-        text, audios = self._rendered(prompt, audio, messages, system_prompt)
-        run = _Run(self, text, audios, SamplingOptions(max_tokens=1), logits_only=True)
+        text, audios, runs = self._rendered(prompt, audio, messages, system_prompt)
+        run = _Run(self, text, audios, runs, SamplingOptions(max_tokens=1), logits_only=True)
         for _ in run:
             pass
         assert run.req is not None and run.req.logits is not None
@@ -359,10 +385,11 @@ class _Run:
         model: AudioModel,
         text: str,
         audios: list[np.ndarray],
+        runs: list[tuple[int, ...]],
         sampling: SamplingOptions,
         logits_only: bool = False,
     ) -> None:
-        self.model, self.text, self.audios = model, text, audios
+        self.model, self.text, self.audios, self.runs = model, text, audios, runs
         self.sampling, self.logits_only = sampling, logits_only
         self.req: Request | None = None
         self.cancelled = False
@@ -375,7 +402,7 @@ class _Run:
 
     def __iter__(self) -> Iterator[Chunk | Result]:
         sched = self.model._require_open()
-        prompt = self.model._prefill.build(self.text, self.audios)  # encodes, in this thread
+        prompt = self.model._prefill.build(self.text, self.audios, self.runs)  # encodes here
         seconds = round(sum(a.size for a in self.audios) / SAMPLE_RATE, 3)
         req = Request(prompt, self.sampling, audio_seconds=seconds, logits_only=self.logits_only)
         self.req = req

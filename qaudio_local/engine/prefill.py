@@ -22,7 +22,7 @@ import ctypes
 import hashlib
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 from ..config import N_FFT
 from ..errors import ContextOverflowError, ModelFileError, RuntimeBackendError
 from .backend import recent_errors
+from .prompt import TOKENS_MARKER
 
 AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 CHUNK_TYPE_AUDIO = 2  # mtmd_input_chunk_type
@@ -175,15 +176,23 @@ class FaithfulPrefill:
         self.audio_id = ids[0]
         self.encoder_calls = 0  # encoder runs (windows, or mtmd chunks)
 
-    def build(self, text: str, audios: list[np.ndarray]) -> Prompt:
+    def build(
+        self, text: str, audios: list[np.ndarray], runs: Sequence[Sequence[int]] = ()
+    ) -> Prompt:
+        """The prompt's pieces: ``text`` tokenized, each clip encoded (or taken from the
+        cache) in place of its ``<|AUDIO|>``, each of ``runs`` put verbatim where the text
+        has a token-ids marker (see :mod:`.prompt`)."""
         from ..audio.features import log_mel
         from ..audio.windows import audio_token_count, split_windows
 
-        ids = tokenize(self.lm, text)
-        if ids.count(self.audio_id) != len(audios):
+        parts = [tokenize(self.lm, t) for t in text.split(TOKENS_MARKER)]
+        if len(parts) != len(runs) + 1:
+            raise ValueError("the prompt's token-id markers do not match the runs given")
+        if sum(p.count(self.audio_id) for p in parts) != len(audios):
             raise ValueError("the prompt text may not contain the <|AUDIO|> token")
         counts = [audio_token_count(a.size) for a in audios]  # known before any feature
-        _check_fits(self.lm, len(ids) - len(audios) + sum(counts))
+        n_text = sum(len(p) for p in parts) - len(audios) + sum(len(r) for r in runs)
+        _check_fits(self.lm, n_text + sum(counts))
         t0 = time.perf_counter()
         embeds = []
         for clip in audios:
@@ -195,12 +204,16 @@ class FaithfulPrefill:
             embeds.append(Piece(embd=embd, digest=key))
         enc_ms = (time.perf_counter() - t0) * 1e3
         pieces: list[Piece] = []
-        start, k = 0, 0
-        for i, tok in enumerate(ids):
-            if tok == self.audio_id:
-                pieces += [Piece(tokens=tuple(ids[start:i])), embeds[k]]
-                start, k = i + 1, k + 1
-        pieces.append(Piece(tokens=tuple(ids[start:])))
+        k = 0
+        for j, ids in enumerate(parts):
+            start = 0
+            for i, tok in enumerate(ids):
+                if tok == self.audio_id:
+                    pieces += [Piece(tokens=tuple(ids[start:i])), embeds[k]]
+                    start, k = i + 1, k + 1
+            pieces.append(Piece(tokens=tuple(ids[start:])))
+            if j < len(runs):
+                pieces.append(Piece(tokens=tuple(int(t) for t in runs[j])))
         return Prompt.of(pieces, sum(counts), enc_ms)
 
     def _encode(self, feats: list[Any]) -> np.ndarray:
@@ -219,7 +232,13 @@ class MtmdPrefill:
         self._lock = threading.Lock()  # one libmtmd context: one encode at a time
         self.encoder_calls = 0  # encoder runs (windows, or mtmd chunks)
 
-    def build(self, text: str, audios: list[np.ndarray]) -> Prompt:
+    def build(
+        self, text: str, audios: list[np.ndarray], runs: Sequence[Sequence[int]] = ()
+    ) -> Prompt:
+        """The prompt's pieces through libmtmd. It tokenizes the whole text itself, so
+        token-id runs must have been replaced by their text (the model does that)."""
+        if runs or TOKENS_MARKER in text:
+            raise ValueError("the mtmd path takes token-id runs as text")
         with self._lock:
             chunks = self._tokenize(text, audios)
             try:

@@ -7,7 +7,10 @@
 A system turn is added when the conversation has none; audios are numbered
 across the whole conversation; a user turn with only audio is a voice chat turn.
 The audio placeholder is written as a media marker that the runtime replaces
-with ``<|audio_bos|>`` + audio embeddings + ``<|audio_eos|>``.
+with ``<|audio_bos|>`` + audio embeddings + ``<|audio_eos|>``. An assistant turn may hold
+the exact token ids the model generated (:class:`TokenIds`): they are fed as they were,
+not re-tokenized from the text, so that the next turn's prompt starts with exactly what
+the KV cache already holds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,20 @@ import numpy as np
 from ..config import DEFAULT_SYSTEM_PROMPT
 
 ROLES = ("system", "user", "assistant")
+TOKENS_MARKER = "<|qaudio:token-ids|>"  # where a TokenIds run goes in the rendered text
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """An assistant answer as the model generated it: its token ids, and their text.
+
+    Attributes:
+        ids: The token ids, fed verbatim.
+        text: Their text (for display, saving, and the mtmd path, which re-tokenizes).
+    """
+
+    ids: tuple[int, ...]
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,18 +49,20 @@ class Message:
     """
 
     role: str
-    parts: tuple[str | np.ndarray, ...]
+    parts: tuple[str | np.ndarray | TokenIds, ...]
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"unknown role {self.role!r}; use one of {', '.join(ROLES)}")
         for part in self.parts:
-            if not isinstance(part, str | np.ndarray):
+            if not isinstance(part, str | np.ndarray | TokenIds):
                 raise TypeError(
                     f"a message part must be text or an audio array, not {type(part).__name__}"
                 )
         if self.role != "user" and any(isinstance(p, np.ndarray) for p in self.parts):
             raise ValueError(f"audio can only appear in user turns, not in a {self.role} turn")
+        if self.role != "assistant" and any(isinstance(p, TokenIds) for p in self.parts):
+            raise ValueError("token ids can only appear in assistant turns")
 
 
 def user(*parts: str | np.ndarray) -> Message:
@@ -56,12 +75,15 @@ class RenderedPrompt:
     """A prompt ready for tokenization.
 
     Attributes:
-        text: The prompt, with one media marker per audio.
+        text: The prompt, with one media marker per audio and one :data:`TOKENS_MARKER`
+            per token-id run.
         audios: The audio arrays, in marker order.
+        token_runs: The token-id runs, in marker order.
     """
 
     text: str
     audios: tuple[np.ndarray, ...]
+    token_runs: tuple[TokenIds, ...] = ()
 
 
 def render(
@@ -81,6 +103,7 @@ def render(
         raise ValueError("the conversation needs at least one user turn")
     out: list[str] = []
     audios: list[np.ndarray] = []
+    runs: list[TokenIds] = []
     if not messages or messages[0].role != "system":
         out.append(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
     for msg in messages:
@@ -89,10 +112,14 @@ def render(
             if isinstance(part, np.ndarray):
                 audios.append(part)
                 out.append(f"Audio {len(audios)}: {marker}\n")
+            elif isinstance(part, TokenIds):
+                runs.append(part)
+                out.append(TOKENS_MARKER)
             else:
-                if marker in part:
-                    raise ValueError(f"text may not contain the media marker {marker!r}")
+                for reserved in (marker, TOKENS_MARKER):
+                    if reserved in part:
+                        raise ValueError(f"text may not contain the marker {reserved!r}")
                 out.append(part)
         out.append("<|im_end|>\n")
     out.append("<|im_start|>assistant\n")
-    return RenderedPrompt("".join(out), tuple(audios))
+    return RenderedPrompt("".join(out), tuple(audios), tuple(runs))
