@@ -809,3 +809,9 @@ def test_a_context_beyond_training_needs_a_flag(tiny_gguf: Pair) -> None:
         *run_args(tiny_gguf, EXAMPLE_CLIP, extra=("--n-ctx", "16384", "--allow-long-context"))
     )
     assert ok.exit_code == 0, ok.stderr
+
+
+def test_every_command_help_has_an_example() -> None:
+    for name, command in main.commands.items():
+        out = _runner().invoke(main, [name, "--help"]).output
+        assert "Examples:" in out and f"qaudio {name}" in out.split("Examples:")[1], name

@@ -127,6 +127,12 @@ def pull(
     NAME is model[:quant] (default: the registry's default model). Without a quant, the one
     `qaudio plan` picks for this machine is pulled (--n-ctx, --kv-type, --vram and --ram as
     for `qaudio plan`); a quant too big for this machine is pulled anyway, with a note.
+
+    \b
+    Examples:
+      qaudio pull
+      qaudio pull qwen2-audio:Q5_K_M --projector q8_0
+      qaudio pull --vram 8GB
     """
     from ..models import hub
     from ..models.registry import load_catalog
@@ -170,7 +176,13 @@ def _status(f: HubFile, rec: ManifestRecord | None, local: Path | None) -> str:
 @main.command(name="list")
 @handle_errors
 def list_models() -> None:
-    """Show every model in the registry: what is pulled (and verified when) and what is not."""
+    """Show every model in the registry: what is pulled (and verified when) and what is not.
+
+    \b
+    Examples:
+      qaudio list
+      QAUDIO_MODELS=./my-models.toml qaudio list
+    """
     from ..models import hub
     from ..models.registry import load_catalog
     from ..paths import models_dir
@@ -221,6 +233,11 @@ def rm(name: str, quant: str | None) -> None:
 
     The audio projector goes too once no quantization of the model is left. Files given by
     path in your own models TOML are never deleted.
+
+    \b
+    Examples:
+      qaudio rm qwen2-audio:Q8_0
+      qaudio rm qwen2-audio
     """
     from ..models import hub
     from ..models.catalog import find_quant
@@ -244,6 +261,11 @@ def verify(name: str | None) -> None:
 
     NAME limits it to one model (or model:quant). A corrupt file is deleted, so that it is
     never loaded, and the command to fetch it again is printed. Exits 1 if any file is bad.
+
+    \b
+    Examples:
+      qaudio verify
+      qaudio verify qwen2-audio:Q4_K_M
     """
     from ..models import hub
     from ..models.catalog import find_quant

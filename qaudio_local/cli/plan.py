@@ -47,7 +47,15 @@ def hardware_lines(hw: Hardware) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @handle_errors
 def hardware_cmd(vram: float | None, ram: float | None, as_json: bool) -> None:
-    """Show the GPUs, CPU cores and RAM found, and whether llama.cpp can use the GPU."""
+    """Show the GPUs, CPU cores and RAM found, and whether llama.cpp can use the GPU.
+
+    Also says whether this CPU runs llama.cpp's fast kernels for quantized weights.
+
+    \b
+    Examples:
+      qaudio hardware
+      qaudio hardware --json
+    """
     from ..models.hardware import cpu_only_build_warning, detect
 
     hw = detect(vram_gb=vram, ram_gb=ram)

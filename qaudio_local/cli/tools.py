@@ -74,7 +74,13 @@ def convert(hf_dir: Path, out_dir: Path, outtype: str, mmproj_outtype: str | Non
 @main.command()
 @handle_errors
 def selftest() -> None:
-    """Check the install: build a tiny model, run the whole pipeline offline, report the backend."""
+    """Check the install: build a tiny model, run the whole pipeline offline, report the backend.
+
+    \b
+    Examples:
+      qaudio selftest
+      qaudio --debug selftest
+    """
     from ..selftest import GPU_TOLERANCE, run_selftest
 
     click.echo("building a tiny Qwen2-Audio and running it through llama.cpp ...", err=True)
