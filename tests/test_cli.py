@@ -812,6 +812,6 @@ def test_a_context_beyond_training_needs_a_flag(tiny_gguf: Pair) -> None:
 
 
 def test_every_command_help_has_an_example() -> None:
-    for name, command in main.commands.items():
+    for name in main.commands:
         out = _runner().invoke(main, [name, "--help"]).output
         assert "Examples:" in out and f"qaudio {name}" in out.split("Examples:")[1], name
