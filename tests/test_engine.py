@@ -323,3 +323,17 @@ def test_a_thousand_mixed_requests_from_eight_threads(tiny_gguf: Pair) -> None:
     assert not errors, errors[:3]
     assert st.requests >= 1000 and st.cells_used <= st.n_ctx
     assert rss[1] - rss[0] < 0.1 * rss[0], f"RSS grew from {rss[0]} to {rss[1]} bytes"
+
+
+def test_logprobs_are_the_models(exact: AudioModel) -> None:
+    clip = tone(1.0, 440)
+    exact.clear_cache()
+    logits = exact.prompt_logits("Name it.", [clip]).astype(np.float64)
+    exact.clear_cache()
+    res = exact.generate("Name it.", [clip], sampling=SamplingOptions(max_tokens=4, logprobs=True))
+    assert len(res.logprobs) == len(res.tokens) == 4 and all(lp <= 0 for lp in res.logprobs)
+    log_softmax = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    assert res.logprobs[0] == pytest.approx(log_softmax[res.tokens[0]], abs=1e-4)
+    assert res.tokens[0] == int(np.argmax(logits))  # greedy: the most likely token
+    plain = exact.generate("Name it.", [clip], sampling=SamplingOptions(max_tokens=4))
+    assert plain.logprobs == () and plain.tokens == res.tokens

@@ -110,6 +110,7 @@ class SamplingOptions:
         stop_at_end_of_turn: Stop at ``<|im_end|>`` and other end tokens (default True).
         stop: Strings that end the answer when generated (not included in the text;
             default none).
+        logprobs: Report each token's log-probability under the model (default False).
     """
 
     temperature: float = 0.0
@@ -120,6 +121,7 @@ class SamplingOptions:
     max_tokens: int = 256
     stop_at_end_of_turn: bool = True
     stop: tuple[str, ...] = ()
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str) or not all(isinstance(x, str) for x in self.stop):
@@ -142,11 +144,13 @@ class Chunk:
 
     Attributes:
         text: The text it adds (may be empty while a UTF-8 character is incomplete).
-        token: The token id.
+        token: The token id (-1 for the text left over at the end).
+        logprob: Its log-probability under the model (with ``SamplingOptions(logprobs=True)``).
     """
 
     text: str
     token: int
+    logprob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ class Result:
         finish_reason: ``"stop"`` (end of turn or a stop string), ``"length"`` (max_tokens
             or the context is full) or ``"cancelled"``.
         tokens: The generated token ids.
+        logprobs: Their log-probabilities (with ``SamplingOptions(logprobs=True)``).
     """
 
     text: str
@@ -195,6 +200,7 @@ class Result:
     usage: Usage
     timings: Timings
     tokens: tuple[int, ...] = field(default=())
+    logprobs: tuple[float, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with ``text``, ``finish_reason``, ``usage`` and ``timings``."""

@@ -98,6 +98,7 @@ class Request:
         self.reused = 0
         self.pending: int | None = None  # sampled, not yet fed
         self.tokens: list[int] = []
+        self.logprobs: list[float] = []
         self.texts: list[str] = []
         self.sampler: TokenSampler | None = None
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -470,19 +471,29 @@ class Scheduler:
                 req.logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
                 self._finish(req, "length")
             else:
-                self._on_token(req, req.sampler.sample(self.lm.ctx, i))  # type: ignore[union-attr]
+                tok = req.sampler.sample(self.lm.ctx, i)  # type: ignore[union-attr]
+                self._on_token(req, tok, self._logprob(i, tok) if req.sampling.logprobs else None)
+
+    def _logprob(self, i: int, tok: int) -> float:
+        """log p(tok) under the model at batch position ``i`` (before any sampler)."""
+        ptr = self._lib.llama_get_logits_ith(self.lm.ctx, i)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
+        top = logits.max()
+        return float(logits[tok] - top - np.log(np.exp(logits - top).sum()))
 
     # -- tokens out -----------------------------------------------------------------------
 
-    def _on_token(self, req: Request, tok: int) -> None:
+    def _on_token(self, req: Request, tok: int, logprob: float | None = None) -> None:
         s = req.sampling
         if s.stop_at_end_of_turn and self._is_eog(tok):
             self._finish(req, "stop")
             return
         req.tokens.append(tok)
+        if logprob is not None:
+            req.logprobs.append(logprob)
         shown, stopped = req.stops.feed(req.utf8.decode(self._piece(tok)))
         req.texts.append(shown)
-        req.out.put(Chunk(text=shown, token=tok))
+        req.out.put(Chunk(text=shown, token=tok, logprob=logprob))
         if stopped:
             self._finish(req, "stop", flush=False)
         elif len(req.tokens) >= s.max_tokens or len(req.slot.keys) + 1 >= self.lm.n_ctx:  # type: ignore[union-attr]
@@ -535,6 +546,7 @@ class Scheduler:
                     decode_tokens_per_s=n_dec / dec_s if dec_s > 0 and n_dec else 0.0,
                 ),
                 tokens=tuple(req.tokens),
+                logprobs=tuple(req.logprobs),
             )
         )
 
