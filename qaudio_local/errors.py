@@ -131,8 +131,9 @@ class ContextOverflowError(QAudioError, ValueError):
         if max_ctx and n_prompt + 64 > max_ctx:
             advice = (
                 f"that is more than the model's maximum context of {max_ctx} tokens "
-                f"(about {max_ctx // 25 // 60} min of audio at 25 tokens/s); split the audio "
-                "into shorter parts"
+                f"(about {max_ctx // 25 // 60} min of audio at 25 tokens/s); for a long "
+                "recording use `qaudio transcribe`, which cuts it at pauses into 30 s segments "
+                "(or split the audio into shorter parts)"
             )
         else:
             advice = f"pass a larger --n-ctx (at least {n_prompt + 64}) or shorter audio"

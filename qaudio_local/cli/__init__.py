@@ -3,12 +3,13 @@
 ``main`` (the click group, the one table mapping exceptions to wording and exit codes) is in
 :mod:`.main`; each command family has a module of its own, imported here to register it:
 :mod:`.run` (run), :mod:`.plan` (plan, hardware), :mod:`.hub` (pull, list, verify, rm),
-:mod:`.tools` (convert, selftest), :mod:`.chat` (chat). May import every other part of the package.
+:mod:`.tools` (convert, selftest), :mod:`.chat` (chat), :mod:`.transcribe` (transcribe).
+May import every other part of the package.
 """
 
 from __future__ import annotations
 
-from . import chat, hub, plan, run, tools  # noqa: F401  (registers the subcommands)
+from . import chat, hub, plan, run, tools, transcribe  # noqa: F401  (registers the commands)
 from .main import main
 
 __all__ = ["main"]

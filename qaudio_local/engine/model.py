@@ -316,6 +316,7 @@ class AudioModel:
         messages: Sequence[Message] | None = None,
         sampling: SamplingOptions | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        keep_cache: bool = True,
     ) -> Generation:
         """Start a generation and stream its tokens (safe to call from many threads).
 
@@ -323,7 +324,10 @@ class AudioModel:
         ``messages`` (a whole conversation) is given. ``prompt=None`` with audio uses
         the default question; ``prompt=""`` makes a voice-chat turn of audio only.
         The work starts when the first chunk is asked for; leaving the loop early or
-        ``Generation.cancel()`` stops it within one step.
+        ``Generation.cancel()`` stops it within one step. ``keep_cache=False`` frees the
+        sequence's cells when it ends, and keeps no encoding of its audio, instead of
+        keeping them for a later prompt (for one-off prompts such as long-form segments,
+        so that they do not push out others).
 
         Raises:
             ContextOverflowError: The prompt does not fit the context (on first iteration).
@@ -331,8 +335,8 @@ class AudioModel:
             RuntimeBackendError: llama.cpp failed, or the model was closed.
         """
         text, audios, runs = self._rendered(prompt, audio, messages, system_prompt)
-        run = _Run(self, text, audios, runs, sampling or SamplingOptions())
-        return Generation(run, cancel=run.cancel)
+        run = _Run(self, text, audios, runs, sampling or SamplingOptions(), keep=keep_cache)
+        return Generation(run, cancel=run.cancel, start=run.start)
 
     def generate(
         self, prompt: str | None = None, audio: Sequence[np.ndarray] = (), **kwargs: Any
@@ -388,8 +392,10 @@ class _Run:
         runs: list[tuple[int, ...]],
         sampling: SamplingOptions,
         logits_only: bool = False,
+        keep: bool = True,
     ) -> None:
         self.model, self.text, self.audios, self.runs = model, text, audios, runs
+        self.keep = keep
         self.sampling, self.logits_only = sampling, logits_only
         self.req: Request | None = None
         self.cancelled = False
@@ -400,15 +406,30 @@ class _Run:
         if self.req is not None and sched is not None and not self.req.done:
             sched.cancel(self.req)
 
-    def __iter__(self) -> Iterator[Chunk | Result]:
+    def start(self) -> None:
+        """Build the prompt (encoding the audio, in this thread) and queue the request."""
+        if self.req is not None:
+            return
         sched = self.model._require_open()
-        prompt = self.model._prefill.build(self.text, self.audios, self.runs)  # encodes here
+        prefill = self.model._prefill  # encodes here, in the caller's thread
+        prompt = prefill.build(self.text, self.audios, self.runs, store=self.keep)
         seconds = round(sum(a.size for a in self.audios) / SAMPLE_RATE, 3)
-        req = Request(prompt, self.sampling, audio_seconds=seconds, logits_only=self.logits_only)
-        self.req = req
+        self.req = Request(
+            prompt,
+            self.sampling,
+            audio_seconds=seconds,
+            logits_only=self.logits_only,
+            keep=self.keep,
+        )
+        if not self.cancelled:
+            sched.submit(self.req)
+
+    def __iter__(self) -> Iterator[Chunk | Result]:
+        self.start()
+        req, sched = self.req, self.model._scheduler
+        assert req is not None
         if self.cancelled:
             return
-        sched.submit(req)
         try:
             while True:
                 item = req.out.get()
@@ -418,5 +439,5 @@ class _Run:
                 if isinstance(item, Result):
                     return
         finally:
-            if not req.done:
+            if not req.done and sched is not None:
                 sched.cancel(req)

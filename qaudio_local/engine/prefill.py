@@ -177,11 +177,16 @@ class FaithfulPrefill:
         self.encoder_calls = 0  # encoder runs (windows, or mtmd chunks)
 
     def build(
-        self, text: str, audios: list[np.ndarray], runs: Sequence[Sequence[int]] = ()
+        self,
+        text: str,
+        audios: list[np.ndarray],
+        runs: Sequence[Sequence[int]] = (),
+        store: bool = True,
     ) -> Prompt:
         """The prompt's pieces: ``text`` tokenized, each clip encoded (or taken from the
-        cache) in place of its ``<|AUDIO|>``, each of ``runs`` put verbatim where the text
-        has a token-ids marker (see :mod:`.prompt`)."""
+        cache, where new encodings go unless ``store`` is False) in place of its
+        ``<|AUDIO|>``, each of ``runs`` put verbatim where the text has a token-ids marker
+        (see :mod:`.prompt`)."""
         from ..audio.features import log_mel
         from ..audio.windows import audio_token_count, split_windows
 
@@ -200,7 +205,8 @@ class FaithfulPrefill:
             embd = self.cache.get(key)
             if embd is None:
                 embd = self._encode([log_mel(w) for w in split_windows(clip)])
-                self.cache.put(key, embd)
+                if store:
+                    self.cache.put(key, embd)
             embeds.append(Piece(embd=embd, digest=key))
         enc_ms = (time.perf_counter() - t0) * 1e3
         pieces: list[Piece] = []
@@ -233,7 +239,11 @@ class MtmdPrefill:
         self.encoder_calls = 0  # encoder runs (windows, or mtmd chunks)
 
     def build(
-        self, text: str, audios: list[np.ndarray], runs: Sequence[Sequence[int]] = ()
+        self,
+        text: str,
+        audios: list[np.ndarray],
+        runs: Sequence[Sequence[int]] = (),
+        store: bool = True,
     ) -> Prompt:
         """The prompt's pieces through libmtmd. It tokenizes the whole text itself, so
         token-id runs must have been replaced by their text (the model does that)."""
@@ -243,7 +253,7 @@ class MtmdPrefill:
             chunks = self._tokenize(text, audios)
             try:
                 _check_fits(self.lm, int(self.mtmd.mtmd_helper_get_n_tokens(chunks)))
-                return self._pieces(chunks, audios)
+                return self._pieces(chunks, audios, store)
             finally:
                 self.mtmd.mtmd_input_chunks_free(chunks)
 
@@ -276,7 +286,7 @@ class MtmdPrefill:
             raise _fail("llama.cpp could not tokenize the prompt", rc)
         return chunks
 
-    def _pieces(self, chunks: Any, audios: list[np.ndarray]) -> Prompt:
+    def _pieces(self, chunks: Any, audios: list[np.ndarray], store: bool) -> Prompt:
         mtmd, lm = self.mtmd, self.lm
         pieces: list[Piece] = []
         audio_tokens, enc_s = 0, 0.0
@@ -304,6 +314,7 @@ class MtmdPrefill:
                 out = mtmd.mtmd_get_output_embd(self.mctx)
                 embd = np.ctypeslib.as_array(out, shape=(n_tok * lm.n_embd,))
                 embd = embd.reshape(n_tok, lm.n_embd).copy()
-                self.cache.put(key, embd)
+                if store:
+                    self.cache.put(key, embd)
             pieces.append(Piece(embd=embd, digest=key))
         return Prompt.of(pieces, audio_tokens, enc_s * 1e3)

@@ -221,11 +221,22 @@ class Generation:
     """
 
     def __init__(
-        self, chunks: Iterable[Chunk | Result], cancel: Callable[[], None] | None = None
+        self,
+        chunks: Iterable[Chunk | Result],
+        cancel: Callable[[], None] | None = None,
+        start: Callable[[], None] | None = None,
     ) -> None:
         self._chunks = iter(chunks)
         self._cancel = cancel
+        self._start = start
         self.result: Result | None = None
+
+    def start(self) -> Generation:
+        """Do the prompt's work now (encode the audio, in this thread) and queue it,
+        without waiting for tokens; returns the generation itself."""
+        if self._start is not None:
+            self._start()
+        return self
 
     def __iter__(self) -> Iterator[Chunk]:
         try:

@@ -84,8 +84,10 @@ class Request:
         *,
         audio_seconds: float = 0.0,
         logits_only: bool = False,
+        keep: bool = True,
     ) -> None:
         self.prompt, self.sampling, self.logits_only = prompt, sampling, logits_only
+        self.keep = keep  # leave the cells cached for a later prompt that starts the same
         self.audio_seconds = audio_seconds
         self.out: queue.SimpleQueue[Chunk | Result | BaseException] = queue.SimpleQueue()
         self.cancelled = False
@@ -268,6 +270,8 @@ class Scheduler:
             for slot in self.slots:
                 if slot.state is SlotState.CACHED:
                     self._evict(slot)
+            if not self._active:  # also puts llama.cpp's search for free cells back at 0,
+                self._lib.llama_memory_clear(self._mem, True)  # so a cold run is a cold run
         for req in [r for r in self._active if r.cancelled]:
             self._finish(req, "cancelled")
         self._admit()
@@ -517,6 +521,8 @@ class Scheduler:
         if req.slot is not None and req.slot.state is SlotState.ACTIVE:
             req.slot.state = SlotState.CACHED if req.slot.keys else SlotState.FREE
             req.slot.last_used = next(self._clock)
+            if not req.keep:
+                self._evict(req.slot)
         if req.sampler is not None:
             req.sampler.free()
             req.sampler = None

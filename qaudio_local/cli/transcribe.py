@@ -1,0 +1,282 @@
+"""``qaudio transcribe``: recordings of any length to text and subtitles, resumable."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import QAudioError
+from .main import handle_errors, main
+from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
+
+FORMATS = ("txt", "srt", "vtt", "json", "verbose_json")  # qaudio_local.transcribe.FORMATS
+AUDIO_SUFFIXES = {
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64",
+}  # fmt: skip
+CTX_PER_SEQUENCE = 1100  # a 30 s segment (750) + instruction + answer
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Where a recording is, on stderr: a line redrawn on a terminal, JSON lines if asked."""
+
+    def __init__(self, name: str, total: float, as_json: bool) -> None:
+        self.name, self.total, self.as_json = name, total, as_json
+        self.t0 = time.monotonic()
+        self._drawn = 0.0
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, info: Any, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._drawn < (1.0 if self.as_json or not self._tty else 0.2):
+            return
+        self._drawn = now
+        done, elapsed = info.duration, now - self.t0
+        total = max(self.total, done)
+        rtf = elapsed / done if done else 0.0
+        left = rtf * (total - done) if done else 0.0
+        if self.as_json:
+            line = {
+                "file": self.name,
+                "audio_s": round(done, 2),
+                "total_s": round(total, 2),
+                "elapsed_s": round(elapsed, 2),
+                "left_s": round(left, 2),
+                "rtf": round(rtf, 4),
+                "segments": info.segments,
+                "done": final,
+            }
+            click.echo(json.dumps(line), err=True)
+            return
+        pct = 100 * done / total if total else 100.0
+        text = (
+            f"{self.name}: {_duration(done)} / {_duration(total)} ({pct:.0f}%), "
+            f"{info.segments} segments, elapsed {_duration(elapsed)}, left ~{_duration(left)}, "
+            f"RTF {rtf:.3f}"
+        )
+        if self._tty:
+            click.echo(f"\r\x1b[K{text}", nl=final, err=True)
+        elif final:
+            click.echo(text, err=True)
+
+
+def _inputs(audio: tuple[str, ...]) -> list[tuple[Any, Path]]:
+    """(source, output stem relative to the output folder) for every file to transcribe."""
+    out: list[tuple[Any, Path]] = []
+    for a in audio:
+        if a == "-":
+            out.append(("-", Path("stdin")))
+            continue
+        p = Path(a).expanduser()
+        if p.is_dir():
+            files = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES
+            )
+            if not files:
+                raise click.BadParameter(f"{p} holds no audio files", param_hint="AUDIO")
+            out += [(f, f.relative_to(p).with_suffix("")) for f in files]
+        else:
+            out.append((p, Path(p.name).with_suffix("")))
+    return out
+
+
+@main.command()
+@click.argument("audio", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output-format",
+    "formats",
+    multiple=True,
+    default=("txt", "srt"),
+    show_default=True,
+    help=f"Files to write: {', '.join(FORMATS)} or all; repeat, or separate with commas.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where the files go (a folder's layout is kept).",
+)
+@click.option(
+    "--task",
+    type=click.Choice(["transcribe", "translate"]),
+    default="transcribe",
+    show_default=True,
+    help="transcribe: the words as spoken; translate: into English.",
+)
+@click.option("--language", default=None, help="The spoken language (default: the model says).")
+@click.option(
+    "--prompt",
+    default=None,
+    help='Replace the instruction (e.g. "Describe the sounds and who speaks"); the '
+    "segmentation and timestamps stay the same.",
+)
+@click.option(
+    "--condition-on-previous-text",
+    is_flag=True,
+    help="Give each segment the previous one's text as context (segments then run in turn).",
+)
+@click.option(
+    "--parallel",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Segments decoded at once.",
+)
+@click.option(
+    "--vad",
+    type=click.Choice(["auto", "silero", "energy"]),
+    default="auto",
+    show_default=True,
+    help="Voice detector that finds the speech: Silero (auto, when installed) or energy.",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="One segment at a time from an empty cache: the same files on every run and "
+    "resume (slower than --parallel).",
+)
+@click.option("--overwrite", is_flag=True, help="Transcribe again files whose outputs exist.")
+@click.option("--json-progress", is_flag=True, help="Progress as JSON lines on stderr.")
+@click.option("--quiet", is_flag=True, help="Do not print the segments on stdout.")
+@sampling_options
+@model_options
+@handle_errors
+@click.pass_context
+def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
+    """Transcribe, translate or annotate recordings of any length, with timestamps.
+
+    AUDIO is one or more files, folders (every audio file inside) or '-' for standard
+    input. Speech is found by voice activity and cut at pauses into segments of at most
+    30 s; silence is never sent to the model, and timestamps are exact sample offsets.
+    Finished segments are kept in a journal next to the outputs: run the same command
+    again after an interruption and it resumes. Outputs are written whole or not at all.
+
+    \b
+    Examples:
+      qaudio transcribe meeting.flac
+      qaudio transcribe lectures/ -o srt -o vtt --output-dir subs
+      qaudio transcribe interview.mp3 --task translate -o verbose_json
+      qaudio transcribe field.wav --prompt "Describe the sounds and who speaks." -o all
+    """
+    from ..transcribe import TranscribeOptions
+
+    formats = _formats(opts.pop("formats"))
+    check_model_options(opts)
+    inputs = _inputs(audio)
+    if [s for s, _ in inputs].count("-") > 1:
+        raise click.UsageError("'-' (standard input) can be given once")
+    parallel = opts["parallel"]
+    if ctx.get_parameter_source("n_ctx") is click.core.ParameterSource.DEFAULT:
+        opts["n_ctx"] = max(opts["n_ctx"], parallel * CTX_PER_SEQUENCE)
+    options = TranscribeOptions(
+        task=opts["task"],
+        language=opts["language"],
+        prompt=opts["prompt"],
+        condition_on_previous_text=opts["condition_on_previous_text"],
+        vad=opts["vad"],
+        sampling=sampling_from(opts, logprobs=True),
+        parallel=parallel,
+        deterministic=opts["deterministic"],
+    )
+    t0 = time.monotonic()
+    done: list[tuple[str, Any]] = []
+    failed: list[tuple[str, str]] = []
+    extra: dict[str, Any] = {"n_parallel": 1 if opts["deterministic"] else parallel}
+    if opts["deterministic"]:  # llama.cpp's CPU flash attention rounds by cache layout
+        extra["flash_attn"] = "off"
+    with load_model(opts, **extra) as model:
+        for source, rel in inputs:
+            name = "stdin" if source == "-" else str(source)
+            try:
+                info = _one(model, source, opts["output_dir"] / rel, formats, options, opts)
+            except (QAudioError, OSError) as exc:
+                if len(inputs) == 1:
+                    raise
+                click.echo(f"error: {name}: {exc}", err=True)
+                failed.append((name, str(exc)))
+                continue
+            if info is not None:
+                done.append((name, info))
+    _summary(done, failed, time.monotonic() - t0, len(inputs))
+    if failed:
+        sys.exit(1)
+
+
+def _formats(given: tuple[str, ...]) -> list[str]:
+    names = [f.strip().lower() for g in given for f in g.split(",") if f.strip()]
+    if "all" in names:
+        return list(FORMATS)
+    bad = [n for n in names if n not in FORMATS]
+    if bad:
+        raise click.BadParameter(
+            f"{', '.join(bad)}: choose from {', '.join(FORMATS)} or all", param_hint="-o"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _one(
+    model: Any, source: Any, stem: Path, formats: list[str], options: Any, opts: dict[str, Any]
+) -> Any:
+    from ..transcribe import transcribe, write_outputs
+    from ..transcribe.journal import SUFFIX
+    from ..transcribe.writers import output_path, timestamp
+
+    name = "stdin" if source == "-" else Path(source).name
+    journal = stem.with_name(stem.name + SUFFIX)
+    targets = [output_path(stem, f) for f in formats]
+    if not opts["overwrite"] and all(t.exists() for t in targets) and not journal.exists():
+        click.echo(f"{name}: already transcribed ({targets[0]}); --overwrite to redo it", err=True)
+        return None
+    data = sys.stdin.buffer.read() if source == "-" else source
+    tr = transcribe(model, data, options, journal=journal)
+    progress = Progress(name, tr.declared_duration, opts["json_progress"])
+    tr.progress = progress
+    segments = []
+    try:
+        for seg in tr:
+            segments.append(seg)
+            if not opts["quiet"]:
+                click.echo(f"[{timestamp(seg.start)} --> {timestamp(seg.end)}] {seg.text}")
+    except KeyboardInterrupt:
+        click.echo(err=True)
+        click.echo(
+            f"interrupted: {len(segments)} segments of {name} are kept in {journal}; run the "
+            "same command again to go on from there",
+            err=True,
+        )
+        sys.exit(130)
+    progress(tr.info, final=True)
+    paths = write_outputs(stem, formats, segments, tr.info)
+    tr.journal.remove()  # type: ignore[union-attr]
+    click.echo(f"{name}: wrote {', '.join(str(p) for p in paths)}", err=True)
+    return tr.info
+
+
+def _summary(
+    done: list[tuple[str, Any]], failed: list[tuple[str, str]], secs: float, n: int
+) -> None:
+    if n < 2:
+        return
+    audio = sum(i.duration for _, i in done)
+    speech = sum(i.speech for _, i in done)
+    rtf = f", RTF {secs / audio:.3f}" if audio else ""
+    click.echo(
+        f"done: {len(done)} of {n} files, {_duration(audio)} of audio ({_duration(speech)} of "
+        f"speech) in {_duration(secs)}{rtf}",
+        err=True,
+    )
+    for name, why in failed:
+        click.echo(f"failed: {name}: {why}", err=True)

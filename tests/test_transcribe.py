@@ -1,0 +1,302 @@
+"""Long-form transcription on the tiny model: structure and timing, not words.
+
+Recordings are assembled from real synthetic speech (tests/data/speech-*.flac, made with
+espeak-ng by scripts/make_speech_clips.sh) and quiet noise, at known sample offsets, so
+the checks know where speech is: segment edges in the silences, every clip covered, no
+segment over 30 s, nothing for silence, exact samples, subtitles that parse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import srt
+import webvtt
+
+from qaudio_local.audio.stream import AudioStream, read_range
+from qaudio_local.audio.vad import FRAME, Segmenter, VadOptions, make_vad
+from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.results import ModelOptions
+from qaudio_local.transcribe import FORMATS, TranscribeOptions, transcribe, write_outputs
+from qaudio_local.transcribe.writers import timestamp
+
+DATA = Path(__file__).parent / "data"
+SR = 16000
+Pair = tuple[Path, Path]
+
+
+def clip(key: str) -> np.ndarray:
+    return sf.read(DATA / f"speech-{key}.flac", dtype="float32")[0]
+
+
+def speech_bounds(x: np.ndarray) -> tuple[int, int]:
+    """Where a clip's speech starts and ends (its own leading/trailing silence cut)."""
+    loud = np.flatnonzero(np.abs(x) > 0.02)
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+def make_recording(path: Path, plan: list[tuple[str, float | str]], seed: int = 0) -> list:
+    """Write ``plan`` (("sil", seconds) or ("say", "a"|"b"|"c")) block by block; return
+    the speech intervals (start, end) in samples."""
+    rng = np.random.default_rng(seed)
+    truth, pos = [], 0
+    with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
+        for kind, what in plan:
+            if kind == "sil":
+                n = int(float(what) * SR)
+                for i in range(0, n, 10 * SR):
+                    k = min(10 * SR, n - i)
+                    f.write((0.0003 * rng.standard_normal(k)).astype(np.float32))
+                pos += n
+            else:
+                x = clip(str(what))
+                a, b = speech_bounds(x)
+                truth.append((pos + a, pos + b))
+                f.write(x)
+                pos += len(x)
+    return truth
+
+
+MINUTE = [
+    ("sil", 3),
+    ("say", "a"),
+    ("sil", 0.6),
+    ("say", "b"),
+    ("sil", 0.5),
+    ("say", "c"),
+    ("sil", 0.7),
+    ("say", "a"),
+    ("sil", 0.4),
+    ("say", "b"),  # ~33 s of speech with short pauses: must be cut at a pause
+    ("sil", 6),
+    ("say", "c"),
+    ("sil", 8),
+    ("say", "b"),
+    ("sil", 4),
+]
+
+
+def check_segments(segments: list, truth: list, total: int) -> None:
+    """Segment bounds (in samples: ``start``/``end``, or ``start_sample``/``end_sample``)."""
+    segments = [
+        SimpleNamespace(start=s.start_sample, end=s.end_sample) if hasattr(s, "start_sample") else s
+        for s in segments
+    ]
+    opts = VadOptions()
+    max_len = int(opts.max_segment_s * SR)
+    prev_end = 0
+    for s in segments:
+        assert 0 <= s.start < s.end <= total
+        assert s.end - s.start <= max_len, "a segment is longer than 30 s"
+        assert s.start >= prev_end, "segments overlap"
+        prev_end = s.end
+        for a, b in truth:  # an edge is never inside a clip's speech (its words)
+            assert not (a + 0.05 * SR < s.start < b - 0.05 * SR), (s.start, a, b)
+            assert not (a + 0.05 * SR < s.end < b - 0.05 * SR), (s.end, a, b)
+        assert any(min(s.end, b) - max(s.start, a) > 0 for a, b in truth), "a silent segment"
+    for a, b in truth:  # every clip is inside the segments (edges within a frame)
+        covered = sum(max(0, min(s.end, b) - max(s.start, a)) for s in segments)
+        assert covered >= (b - a) - 2 * FRAME, ("uncovered speech", a, b)
+
+
+def test_segments_fall_in_the_silences_and_cover_the_speech(tmp_path: Path) -> None:
+    path = tmp_path / "minute.wav"
+    truth = make_recording(path, MINUTE)
+    seg = Segmenter(make_vad())
+    out = []
+    with AudioStream(path) as stream:
+        for block in stream.blocks():
+            out += seg.feed(block)
+    out += seg.finish()
+    check_segments(out, truth, seg.total)
+    assert len(out) >= 4  # the 33 s stretch was cut in two
+    for s in out:  # exact samples: what the model hears is the file at those offsets
+        np.testing.assert_array_equal(s.audio, read_range(path, s.start, s.end))
+    first = out[0]  # starts at the first word, padded by 0.4 s (within a frame or two)
+    assert abs(first.start - (truth[0][0] - int(0.4 * SR))) <= 3 * FRAME
+    assert seg.speech_samples < seg.total - 15 * SR  # the silences were left out
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf: Pair):
+    with AudioModel(*tiny_gguf, ModelOptions(n_ctx=4096, n_threads=2, n_parallel=4)) as m:
+        yield m
+
+
+def test_transcribe_a_minute_into_every_format(model: AudioModel, tmp_path: Path) -> None:
+    path = tmp_path / "minute.flac"
+    truth = make_recording(path, MINUTE)
+    tr = transcribe(model, path, TranscribeOptions(language="english"))
+    segments = list(tr)
+    assert tr.info.duration == pytest.approx(sf.info(str(path)).duration, abs=1e-3)
+    assert [s.id for s in segments] == list(range(len(segments)))
+    check_segments(segments, truth, int(tr.info.duration * SR))
+    for s in segments:
+        assert s.start == s.start_sample / SR and s.end == s.end_sample / SR
+        assert s.tokens and s.avg_logprob < 0 and 0 <= s.no_speech_prob <= 1
+    paths = write_outputs(tmp_path / "out" / "minute", FORMATS, segments, tr.info)
+    assert [p.name for p in paths] == [
+        "minute.txt",
+        "minute.srt",
+        "minute.vtt",
+        "minute.json",
+        "minute.verbose.json",
+    ]
+    subs = list(srt.parse(paths[1].read_text()))
+    cues = list(webvtt.read(str(paths[2])))
+    assert len(subs) == len(cues) == sum(1 for s in segments if s.text.strip())
+    for a, b in zip(subs, subs[1:], strict=False):
+        assert a.start < a.end <= b.start
+    assert subs[0].start.total_seconds() == pytest.approx(segments[0].start, abs=1e-3)
+    assert cues[-1].end == timestamp(segments[-1].end)
+    verbose = json.loads(paths[4].read_text())
+    assert verbose["language"] == "english" and verbose["task"] == "transcribe"
+    assert verbose["duration"] == pytest.approx(tr.info.duration, abs=1e-3)
+    assert len(verbose["segments"]) == len(segments)
+    assert {"id", "seek", "start", "end", "text", "tokens", "avg_logprob"} <= set(
+        verbose["segments"][0]
+    )
+
+
+def test_translate_and_a_custom_prompt_keep_the_segmentation(
+    model: AudioModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.wav"
+    make_recording(path, MINUTE[:6])
+    base = [(s.start_sample, s.end_sample) for s in transcribe(model, path)]
+    for opts in (
+        TranscribeOptions(task="translate"),
+        TranscribeOptions(prompt="Describe the sounds and who speaks."),
+    ):
+        assert [(s.start_sample, s.end_sample) for s in transcribe(model, path, opts)] == base
+    assert TranscribeOptions(task="translate").instruction(None).startswith("Translate")
+
+
+def test_silence_gives_no_segment(model: AudioModel, tmp_path: Path) -> None:
+    path = tmp_path / "quiet.wav"
+    make_recording(path, [("sil", 45)])
+    tr = transcribe(model, path, TranscribeOptions(language="english"))
+    assert list(tr) == [] and tr.info.duration == pytest.approx(45.0)
+
+
+def _cli(*args: str | Path, **kw: object) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "qaudio_local", "transcribe", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _run_cli(pair: Pair, *args: str | Path) -> tuple[int, str, str, int]:
+    """Run `qaudio transcribe`; (exit code, stdout, stderr, peak RSS in bytes)."""
+    proc = _cli(*args, "--model-file", pair[0], "--mmproj-file", pair[1], "--threads", "2")
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    code = os.waitstatus_to_exitcode(status)
+    return code, out, err, usage.ru_maxrss * 1024
+
+
+TEN_MINUTES = [("sil", 20), *(MINUTE * 5)]  # about 6 minutes
+
+
+def test_resume_after_kill_gives_the_same_output(tiny_gguf: Pair, tmp_path: Path) -> None:
+    """Byte-identical with --deterministic (each segment alone, from an empty cache); with
+    several in flight, which share a batch and which cells they reuse change the rounding."""
+    path = tmp_path / "ten.wav"
+    make_recording(path, TEN_MINUTES)
+    args = [path, "-o", "srt", "-o", "verbose_json", "--deterministic", "--language", "english"]
+    code, _, err, _ = _run_cli(tiny_gguf, *args, "--output-dir", tmp_path / "whole")
+    assert code == 0, err
+    journal = tmp_path / "cut" / "ten.qaudio-journal.jsonl"
+    proc = _cli(
+        *args,
+        "--output-dir",
+        tmp_path / "cut",
+        "--model-file",
+        tiny_gguf[0],
+        "--mmproj-file",
+        tiny_gguf[1],
+    )
+    deadline = time.monotonic() + 120
+    while not (journal.exists() and journal.read_text().count("\n") >= 4):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "cut" / "ten.srt").exists()  # no half-written output
+    code, out, err, _ = _run_cli(tiny_gguf, *args, "--output-dir", tmp_path / "cut")
+    assert code == 0, err
+    assert not journal.exists()  # done: the journal is gone
+    for name in ("ten.srt", "ten.verbose.json"):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
+
+
+def test_two_hours_in_flat_memory(tiny_gguf: Pair, tmp_path: Path) -> None:
+    """Peak RSS for 2 h of audio within 10% of 10 min: the file is never loaded whole.
+
+    Speech every 2.5 minutes, so that the 10 minutes already hold as many segments as
+    there are worker threads (each warms up its own malloc arena once)."""
+    every_150_s = [("sil", 70), ("say", "a"), ("sil", 1), ("say", "b"), ("sil", 66)]
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    make_recording(short, every_150_s * 4)
+    truth = make_recording(long, every_150_s * 48)
+    assert sf.info(str(long)).duration > 7150
+    rss = {}
+    for p in (short, long):
+        code, out, err, rss[p] = _run_cli(
+            tiny_gguf, p, "-o", "json", "-o", "verbose_json", "--output-dir", tmp_path, "--quiet"
+        )
+        assert code == 0, err
+    assert rss[long] < 1.10 * rss[short], rss
+    verbose = json.loads((tmp_path / "long.verbose.json").read_text())
+    starts = [s["start"] for s in verbose["segments"]]
+    assert len(starts) == 48 and verbose["duration"] == pytest.approx(7200, abs=10)
+    for (a, _), start in zip(truth[::2], starts, strict=True):  # no drift after 2 hours
+        assert abs(start - (a / SR - 0.4)) < 0.1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+def test_a_folder_with_a_bad_file_and_stdin(tiny_gguf: Pair, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    make_recording(folder / "one.wav", MINUTE[:4])
+    make_recording(folder / "sub" / "two.flac", MINUTE[4:8])
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    code, out, err, _ = _run_cli(tiny_gguf, folder, "-o", "txt", "--output-dir", tmp_path / "o")
+    assert code == 1  # one failed
+    assert "error: " in err and "broken.wav" in err and "Traceback" not in err
+    assert "done: 2 of 3 files" in err
+    assert (tmp_path / "o" / "one.txt").exists() and (tmp_path / "o" / "sub" / "two.txt").exists()
+    code, out, err, _ = _run_cli(tiny_gguf, folder, "-o", "txt", "--output-dir", tmp_path / "o")
+    assert "already transcribed" in err  # finished files are not done again
+    proc = subprocess.run(
+        [sys.executable, "-m", "qaudio_local", "transcribe", "-", "-o", "srt,txt"]
+        + ["--output-dir", str(tmp_path / "s"), "--model-file", str(tiny_gguf[0])]
+        + ["--mmproj-file", str(tiny_gguf[1])],
+        input=(folder / "one.wav").read_bytes(),
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s" / "stdin.srt").exists() and b"-->" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "qaudio_local", "transcribe", str(folder / "one.wav"), "-o", "doc"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "choose from txt, srt" in bad.stderr
+
+
+def test_run_points_long_audio_to_transcribe(tiny_model: AudioModel) -> None:
+    from qaudio_local.errors import ContextOverflowError
+
+    with pytest.raises(ContextOverflowError, match="qaudio transcribe"):
+        tiny_model.generate("Hi", [np.zeros(6 * 60 * SR, np.float32) + 0.01])
