@@ -16,7 +16,7 @@ echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minu
 # Reference stack for the parity tests: a CPU build of torch, pinned so pip never
 # pulls a multi-GB GPU build, then transformers.
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[test,parity]"
+"$PY" -m pip install -q -e ".[test,parity,server]"
 echo "== ruff"
 "$VENV/bin/ruff" check qaudio_local tests scripts
 "$VENV/bin/ruff" format --check qaudio_local tests scripts

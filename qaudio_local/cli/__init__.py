@@ -9,7 +9,7 @@ May import every other part of the package.
 
 from __future__ import annotations
 
-from . import chat, hub, plan, run, tools, transcribe  # noqa: F401  (registers the commands)
+from . import chat, hub, plan, run, serve, tools, transcribe  # noqa: F401  (registers them)
 from .main import main
 
 __all__ = ["main"]

@@ -43,6 +43,8 @@ class TranscribeOptions:
             model on the first segment.
         prompt: An instruction that replaces the task's (for "annotate" uses, e.g.
             "Describe the sounds and who speaks"); the segmentation is the same.
+        hint: Text to guide the words: names, terms, or what was said before (OpenAI's
+            ``prompt`` parameter); added to the instruction.
         condition_on_previous_text: Give each segment the previous segment's text as
             context (default False, as in the Whisper tools; segments then run one by one).
         vad: ``"auto"`` (default: Silero VAD, or energy if it is not installed),
@@ -62,6 +64,7 @@ class TranscribeOptions:
     task: str = "transcribe"
     language: str | None = None
     prompt: str | None = None
+    hint: str | None = None
     condition_on_previous_text: bool = False
     vad: str = "auto"
     vad_options: Any = None
@@ -88,6 +91,8 @@ class TranscribeOptions:
         else:
             lang = f" The speech is in {language}." if language and language != "unknown" else ""
             text = f"Transcribe the speech in this audio, word for word.{lang}"
+        if self.hint:
+            text += f' It may contain these words or follow this text: "{self.hint[:500]}"'
         if previous:
             text += f' The speech just before this part was: "{previous[-300:]}"'
         return text
@@ -109,6 +114,7 @@ class Segment:
         compression_ratio: Text bytes over zlib-compressed bytes (high: repetitive text).
         no_speech_prob: 1 - the voice detector's mean speech probability over it.
         temperature: The sampling temperature used.
+        prompt_tokens: Context positions of its prompt (instruction and audio).
     """
 
     id: int
@@ -122,6 +128,7 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
+    prompt_tokens: int = 0
 
     def to_record(self) -> dict[str, Any]:
         d = asdict(self)
@@ -306,6 +313,7 @@ class Transcription:
                 compression_ratio=compression_ratio(res.text),
                 no_speech_prob=round(1.0 - piece.speech_prob, 4),
                 temperature=self.options.sampling.temperature,
+                prompt_tokens=res.usage.prompt_tokens,
             )
             if self.journal is not None:
                 self.journal.add({**segment.to_record(), "language": self.info.language})
@@ -337,6 +345,7 @@ def journal_header(model: Any, source: Any, options: TranscribeOptions) -> dict[
             "task": o.task,
             "language": o.language,
             "prompt": o.prompt,
+            "hint": o.hint,
             "condition": o.condition_on_previous_text,
             "vad": o.vad,
             "vad_options": repr(o.vad_options),

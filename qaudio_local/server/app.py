@@ -1,0 +1,122 @@
+"""The ASGI app: OpenAI's chat completions (with audio), transcriptions and translations.
+
+Requests are served by the engine's parallel sequences; beyond ``parallel + max_queue``
+requests in flight a request is answered 429 with ``Retry-After``. Generation runs in a
+thread per request and streams back to the event loop; a client that goes away cancels
+its generation within one step. Every error has OpenAI's shape, and no request can show a
+traceback or stop the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from ..errors import QAudioError
+from .common import Busy, ServerState, check_model, ready
+from .http import LimitBody, RequireKey, error_response, param_of
+from .inputs import InputError
+
+logger = logging.getLogger("qaudio_local.server")
+logger.addHandler(logging.NullHandler())
+
+
+# --- the app ------------------------------------------------------------------------------
+
+
+def create_app(state: ServerState, api_key: str | None = None) -> Any:
+    """The ASGI application (wrapped in the body limit and the key check)."""
+    app = FastAPI(title="qaudio-local", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.qaudio = state
+    _handlers(app)
+    _routes(app, state)
+    return LimitBody(RequireKey(app, api_key), state.max_body)
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        param = param_of(first.get("loc"))
+        msg = first.get("msg", "invalid request")
+        return error_response(400, f"{param + ': ' if param else ''}{msg}", param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, str(exc.detail), code=code)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return error_response(exc.status, str(exc), param=exc.param)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> JSONResponse:
+        return error_response(
+            429,
+            "the server is busy: every sequence and queue place is taken; retry shortly",
+            "rate_limit_error",
+            code="server_busy",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(QAudioError)
+    async def qaudio_error(request: Request, exc: QAudioError) -> JSONResponse:
+        status = 400 if isinstance(exc, ValueError) else 500
+        return error_response(
+            status, str(exc), "invalid_request_error" if status == 400 else "server_error"
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RecursionError | ValueError | UnicodeError):
+            return error_response(400, f"the request could not be read: {type(exc).__name__}")
+        logger.exception("unexpected error")
+        return error_response(500, f"internal error ({type(exc).__name__})", "server_error")
+
+
+def _routes(app: FastAPI, state: ServerState) -> None:
+    @app.get("/health")
+    async def health() -> Response:
+        if state.model is None:
+            status = "error" if state.load_error else "loading"
+            return JSONResponse({"status": status, "detail": state.load_error}, 503)
+        return JSONResponse({"status": "ok", "model": state.model_id})
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        model = ready(state)
+        return JSONResponse({"object": "list", "data": [_model_card(state, model)]})
+
+    @app.get("/v1/models/{name}")
+    async def model_card(name: str) -> Response:
+        model = ready(state)
+        check_model(state, name)
+        return JSONResponse(_model_card(state, model))
+
+    from .chat import chat_completions
+    from .transcriptions import audio_endpoint
+
+    app.post("/v1/chat/completions")(chat_completions(state))
+    app.post("/v1/audio/transcriptions")(audio_endpoint(state, "transcribe"))
+    app.post("/v1/audio/translations")(audio_endpoint(state, "translate"))
+
+
+def _model_card(state: ServerState, model: Any) -> dict[str, Any]:
+    return {
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "qaudio-local",
+        "input_modalities": ["text", "audio"],
+        "output_modalities": ["text"],
+        "context_length": model.n_ctx,
+        "max_audio_seconds_per_request": (model.n_ctx - 64) // 25,
+        "parallel": state.parallel,
+    }

@@ -1,0 +1,119 @@
+"""What the routes share: the server's state, the in-flight count, and the thread bridge
+that runs a generation off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .inputs import AnswerMemory, InputError
+
+_DONE = object()
+
+
+@dataclass
+class ServerState:
+    """What the routes share.
+
+    Attributes:
+        model_id: The name clients use (``model`` field); ``aliases`` are accepted too.
+        model: The loaded :class:`~qaudio_local.engine.model.AudioModel`, ``None`` while loading.
+        parallel: Sequences decoded at once.
+        max_queue: Requests that may wait beyond those.
+        max_body: Bytes a request body may have.
+        allow_remote_audio: Fetch ``audio_url`` parts from http(s).
+        load_error: Why loading failed, if it did.
+    """
+
+    model_id: str
+    aliases: tuple[str, ...] = ()
+    model: Any = None
+    parallel: int = 1
+    max_queue: int = 16
+    max_body: int = 100 * 2**20
+    allow_remote_audio: bool = False
+    load_error: str | None = None
+    memory: AnswerMemory = field(default_factory=AnswerMemory)
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class Busy(Exception):
+    pass
+
+
+class Slot:
+    """Holds one of the in-flight places for the life of a request (or a stream)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        with state.lock:
+            if state.in_flight >= state.parallel + state.max_queue:
+                raise Busy
+            state.in_flight += 1
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            with self.state.lock:
+                self.state.in_flight -= 1
+
+
+# --- running generations off the event loop ---------------------------------------------------
+
+
+async def in_thread(work: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Iterate ``work()`` in its own thread; items arrive here as they come."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in work():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+                if stop.is_set():
+                    break
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+        except BaseException as exc:  # handed to the request, never lost
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+    threading.Thread(target=run, name="qaudio-request", daemon=True).start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def sse(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+
+def ready(state: ServerState) -> Any:
+    if state.model is None:
+        msg = state.load_error or "the model is still loading; retry in a moment"
+        raise InputError(msg, None, 503)
+    return state.model
+
+
+def check_model(state: ServerState, name: str | None, param: str = "model") -> None:
+    if name and name not in (state.model_id, *state.aliases):
+        raise InputError(
+            f"the model {name!r} does not exist here; this server runs {state.model_id!r} "
+            "(GET /v1/models)",
+            param,
+            404,
+        )

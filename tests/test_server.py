@@ -1,0 +1,423 @@
+"""``qaudio serve`` against the official openai client, on 127.0.0.1, with the tiny model.
+
+Each server is a real process (python -m qaudio_local serve) on a free loopback port;
+every reply is parsed by the SDK's own response models.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+import srt
+import webvtt
+from openai.types.audio import Transcription, TranscriptionVerbose
+
+from .conftest import tone
+from .test_transcribe import MINUTE, make_recording
+
+KEY = "test-key"
+Pair = tuple[Path, Path]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_gguf: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _serve(tiny_gguf, tmp_path_factory, "--parallel", "4", "--max-body-mb", "8")
+
+
+@pytest.fixture(scope="module")
+def tight(tiny_gguf: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One sequence, no queue, 1 MiB bodies: for 429 and 413."""
+    yield from _serve(
+        tiny_gguf, tmp_path_factory, "--parallel", "1", "--max-queue", "0", "--max-body-mb", "1"
+    )
+
+
+def _serve(pair: Pair, factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
+    port = _free_port()
+    home = factory.mktemp("serve-home")
+    env = dict(os.environ, QAUDIO_HOME=str(home))
+    args = [sys.executable, "-m", "qaudio_local", "serve", "--model-file", str(pair[0])]
+    args += ["--mmproj-file", str(pair[1]), "--port", str(port), "--api-key", KEY, "--threads", "2"]
+    proc = subprocess.Popen(
+        [*args, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""  # type: ignore[union-attr]
+        assert "Traceback" not in err, err
+
+
+def client(url: str, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def wav_bytes(x: np.ndarray, fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format=fmt)
+    return buf.getvalue()
+
+
+def audio_part(x: np.ndarray, fmt: str = "wav") -> dict:
+    data = base64.b64encode(wav_bytes(x, fmt.upper())).decode()
+    return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+
+
+MODEL = "tiny-qwen2-audio.F32"
+
+
+def test_models_and_health(server: str) -> None:
+    c = client(server)
+    (model,) = c.models.list().data
+    assert model.id == MODEL and model.owned_by == "qaudio-local"
+    assert model.model_extra and model.model_extra["input_modalities"] == ["text", "audio"]
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"  # open without a key
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_chat_with_audio(server: str, fmt: str) -> None:
+    c = client(server)
+    r = c.chat.completions.create(
+        model=MODEL,
+        max_tokens=6,
+        messages=[
+            {
+                "role": "user",
+                "content": [audio_part(tone(1.0, 300), fmt), {"type": "text", "text": "What?"}],
+            }
+        ],
+    )
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length")
+    u = r.usage
+    assert u is not None and u.prompt_tokens_details is not None
+    assert u.prompt_tokens_details.audio_tokens in (25, 26)  # 1 s: 25 per second
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+
+
+def test_streaming_with_usage(server: str) -> None:
+    c = client(server)
+    stream = c.chat.completions.create(
+        model=MODEL,
+        max_tokens=5,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Say something."}],
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
+    assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text
+
+
+def test_multi_turn_with_two_audios_reuses_the_cache(server: str) -> None:
+    c = client(server)
+    turn1 = [
+        {"role": "system", "content": "You are terse."},
+        {
+            "role": "user",
+            "content": [audio_part(tone(1.2, 250)), {"type": "text", "text": "First?"}],
+        },
+    ]
+    r1 = c.chat.completions.create(model=MODEL, max_tokens=6, messages=turn1)
+    turn2 = [
+        *turn1,
+        {"role": "assistant", "content": r1.choices[0].message.content},
+        {
+            "role": "user",
+            "content": [audio_part(tone(0.8, 700)), {"type": "text", "text": "And this?"}],
+        },
+    ]
+    r2 = c.chat.completions.create(model=MODEL, max_tokens=6, messages=turn2)
+    d1, d2 = r1.usage.prompt_tokens_details, r2.usage.prompt_tokens_details  # type: ignore[union-attr]
+    assert d2.audio_tokens == d1.audio_tokens + 20  # "Audio 1" and "Audio 2": both clips
+    assert d2.cached_tokens >= r1.usage.prompt_tokens  # type: ignore[union-attr]  # turn 1 reused
+
+
+def test_logprobs_and_stop(server: str) -> None:
+    c = client(server)
+    r = c.chat.completions.create(
+        model=MODEL, max_tokens=4, logprobs=True, messages=[{"role": "user", "content": "Hi"}]
+    )
+    lps = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert len(lps) == r.usage.completion_tokens and all(t.logprob <= 0 for t in lps)  # type: ignore[union-attr]
+    free = c.chat.completions.create(
+        model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "Tell"}]
+    )
+    text = free.choices[0].message.content or ""
+    if len(text) > 6:
+        cut = c.chat.completions.create(
+            model=MODEL,
+            max_tokens=20,
+            stop=[text[3:6]],
+            messages=[{"role": "user", "content": "Tell"}],
+        )
+        assert cut.choices[0].message.content == text[:3] and cut.choices[0].finish_reason == "stop"
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rec") / "talk.flac"
+    make_recording(path, MINUTE[:8])
+    return path
+
+
+def test_transcription_in_every_format(server: str, recording: Path) -> None:
+    c = client(server)
+    as_json = c.audio.transcriptions.create(model=MODEL, file=recording.open("rb"))
+    assert isinstance(as_json, Transcription) and as_json.text
+    verbose = c.audio.transcriptions.create(
+        model=MODEL,
+        file=recording.open("rb"),
+        response_format="verbose_json",
+        timestamp_granularities=["segment"],
+        language="en",
+    )
+    assert isinstance(verbose, TranscriptionVerbose)
+    assert verbose.duration == pytest.approx(sf.info(str(recording)).duration, abs=0.01)
+    assert verbose.language == "English" and verbose.segments
+    starts = [s.start for s in verbose.segments]
+    assert starts == sorted(starts) and all(s.end - s.start <= 30 for s in verbose.segments)
+    text = c.audio.transcriptions.create(
+        model=MODEL, file=recording.open("rb"), response_format="text"
+    )
+    assert isinstance(text, str) and text.strip()
+    subs = list(
+        srt.parse(
+            c.audio.transcriptions.create(
+                model=MODEL, file=recording.open("rb"), response_format="srt"
+            )
+        )
+    )
+    assert [round(s.start.total_seconds(), 3) for s in subs] == [round(x, 3) for x in starts]
+    vtt = c.audio.transcriptions.create(
+        model=MODEL, file=recording.open("rb"), response_format="vtt"
+    )
+    assert len(webvtt.from_string(vtt).captions) == len(subs)
+
+
+def test_streamed_transcription_and_translation(server: str, recording: Path) -> None:
+    c = client(server)
+    events = list(
+        c.audio.transcriptions.create(model=MODEL, file=recording.open("rb"), stream=True)
+    )
+    assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    assert done.text == "".join(e.delta for e in events[:-1])  # type: ignore[union-attr]
+    assert done.usage is not None and done.usage.output_tokens > 0
+    tr = c.audio.translations.create(
+        model=MODEL, file=recording.open("rb"), response_format="verbose_json"
+    )
+    assert tr.segments and tr.text  # type: ignore[union-attr]
+
+
+def test_errors_have_openais_shape(server: str) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        client(server, key="wrong").models.list()
+    r = httpx.get(f"{server}/v1/models")
+    assert r.status_code == 401 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    c = client(server)
+    with pytest.raises(openai.NotFoundError, match="does not exist here"):
+        c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    bad_b64 = {"type": "input_audio", "input_audio": {"data": "!!!not base64", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [bad_b64]}])
+    assert "base64" in str(err.value) and err.value.body["param"].startswith(
+        "messages[0].content[0]"
+    )  # type: ignore[index]
+    garbage = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(b"not audio" * 50).decode()},
+    }
+    with pytest.raises(openai.BadRequestError, match="messages\\[0\\].content\\[0\\]"):
+        c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [garbage]}])
+    for field, value in (("n", 2), ("tools", [{"type": "function", "function": {"name": "f"}}])):
+        with pytest.raises(openai.BadRequestError) as err:
+            c.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], **{field: value}
+            )
+        assert err.value.body["param"] == field  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="remote audio"):
+        part = {"type": "audio_url", "audio_url": {"url": "http://127.0.0.1:9/a.wav"}}
+        c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [part]}])
+    with pytest.raises(openai.BadRequestError, match="word timestamps"):
+        c.audio.transcriptions.create(
+            model=MODEL, file=io.BytesIO(wav_bytes(tone(1.0))), timestamp_granularities=["word"]
+        )
+    ok = c.chat.completions.create(  # harmless unknown fields are ignored, as OpenAI does
+        model=MODEL,
+        max_tokens=2,
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"foo": 1},
+    )
+    assert ok.choices
+
+
+def test_data_uri_audio(server: str) -> None:
+    uri = "data:audio/wav;base64," + base64.b64encode(wav_bytes(tone(0.5))).decode()
+    part = {"type": "audio_url", "audio_url": {"url": uri}}
+    r = client(server).chat.completions.create(
+        model=MODEL, max_tokens=2, messages=[{"role": "user", "content": [part]}]
+    )
+    assert r.usage.prompt_tokens_details.audio_tokens == 12  # type: ignore[union-attr]
+
+
+def test_malformed_requests_get_4xx_and_the_server_goes_on(server: str) -> None:
+    h = {"Authorization": f"Bearer {KEY}"}
+    url = f"{server}/v1/chat/completions"
+    cases = [
+        httpx.post(url, headers=h, content=b"{not json"),
+        httpx.post(url, headers={**h, "Content-Type": "text/plain"}, content=b"hello"),
+        httpx.post(url, headers=h, content=b"[" * 100_000 + b"]" * 100_000),
+        httpx.post(url, headers=h, json={"model": MODEL}),
+        httpx.post(url, headers=h, json={"model": MODEL, "messages": "nope"}),
+        httpx.post(
+            f"{server}/v1/audio/transcriptions",
+            headers={**h, "Content-Type": "multipart/form-data; boundary=xyz"},
+            content=b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nRIFF',
+        ),
+        httpx.post(f"{server}/v1/audio/transcriptions", headers=h, data={"model": MODEL}),
+        httpx.post(
+            f"{server}/v1/audio/transcriptions",
+            headers=h,
+            data={"model": MODEL},
+            files={"file": ("x.wav", b"garbage" * 100)},
+        ),
+    ]
+    for r in cases:
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+        assert "error" in r.json() and "Traceback" not in r.text
+    huge = httpx.get(f"{server}/health", headers={"X-Big": "a" * 200_000})
+    assert huge.status_code == 431 and huge.json()["error"]["code"] == "headers_too_large"
+    bomb = io.BytesIO()  # a tiny FLAC header that declares hours of samples
+    sf.write(bomb, np.zeros(16, np.float32), 16000, format="FLAC")
+    r = httpx.post(
+        f"{server}/v1/audio/transcriptions",
+        headers=h,
+        data={"model": MODEL},
+        files={"file": ("bomb.flac", bomb.getvalue()[:60])},
+    )
+    assert 400 <= r.status_code < 500 or r.status_code == 200
+    assert client(server).models.list().data  # still serving
+
+
+def test_413_and_429(tight: str) -> None:
+    h = {"Authorization": f"Bearer {KEY}"}
+    big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    r = httpx.post(f"{tight}/v1/chat/completions", headers=h, json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while it arrives
+        yield b'{"model": "x", "messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"y" * 65536
+        yield b'"}]}'
+
+    r = httpx.post(f"{tight}/v1/chat/completions", headers=h, content=chunked())
+    assert r.status_code == 413
+    c = client(tight)
+    long = c.chat.completions.create(
+        model=MODEL,
+        max_tokens=100_000,
+        stream=True,
+        messages=[{"role": "user", "content": "Go on forever."}],
+    )
+    next(iter(long))  # the only sequence is busy now
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(
+            model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "x"}]
+        )
+    assert err.value.response.headers["retry-after"] == "1"
+    long.close()  # the client hangs up: its generation stops within a step
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            c.chat.completions.create(
+                model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "x"}]
+            )
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "the hung-up stream kept its sequence"
+            time.sleep(0.1)
+
+
+def test_serve_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "qaudio_local", "serve", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    for word in ("/v1/chat/completions", "--api-key", "--parallel", "--max-body-mb", "Examples:"):
+        assert word in out.stdout
+
+
+def test_concurrent_clients(server: str) -> None:
+    c = client(server)
+    results: list = []
+    errors: list = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(3):
+                results.append(
+                    c.chat.completions.create(
+                        model=MODEL,
+                        max_tokens=4,
+                        messages=[{"role": "user", "content": f"q{i}{j}"}],
+                    )
+                )
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(results) == 18
+    assert json.dumps([r.usage.completion_tokens for r in results])
