@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import runpy
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,11 @@ from qaudio_local.errors import (
     AudioDecodeError,
     AudioError,
     AudioFileNotFoundError,
+    AudioTooLargeError,
+    AudioTooLongError,
     EmptyAudioError,
     InvalidAudioError,
+    OptionError,
     QAudioError,
 )
 
@@ -457,3 +461,273 @@ def test_wrong_source_types(tmp_path: Path) -> None:
 def test_every_audio_error_is_a_value_error() -> None:
     for cls in (AudioDecodeError, EmptyAudioError, InvalidAudioError):
         assert issubclass(cls, AudioError) and issubclass(cls, ValueError)
+
+
+# --- hostile input: nothing a file declares is trusted -------------------------
+
+
+def wav_with_rate(rate: int, n: int = 30_000) -> bytes:
+    """A 16-bit mono WAV whose header declares ``rate`` Hz (and a matching byte rate)."""
+    raw = bytearray(wav_bytes(np.zeros(n, np.float32), SAMPLE_RATE, subtype="PCM_16"))
+    raw[24:32] = rate.to_bytes(4, "little") + (2 * rate % 2**32).to_bytes(4, "little")
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("rate", [1, 999, 1_000_001, 2**31 - 1])
+def test_impossible_declared_rates_are_refused_before_decoding(
+    rate: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audio.soxr, "ResampleStream", None)  # must never be reached
+    with pytest.raises(AudioDecodeError, match=f"declares a sample rate of {rate} Hz") as err:
+        load_audio(wav_with_rate(rate))
+    assert "1000-1000000 Hz" in str(err.value)
+
+
+def test_a_zero_rate_header_is_a_clean_error() -> None:
+    raw = bytearray(wav_bytes(tone(440.0, SAMPLE_RATE), SAMPLE_RATE, format="AIFF"))
+    at = raw.index(b"COMM") + 8 + 8  # the 80-bit sample rate of the COMM chunk
+    raw[at : at + 10] = bytes(10)
+    with pytest.raises(AudioError):
+        load_audio(bytes(raw))
+
+
+def test_length_is_checked_before_resampling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "long.wav"
+    sf.write(path, tone(440.0, 8000, seconds=3.0), 8000, subtype="PCM_16")
+    monkeypatch.setattr(audio.soxr, "ResampleStream", None)  # refused before any resampling
+    with pytest.raises(AudioTooLongError) as err:
+        load_audio(path, max_seconds=2.5)
+    assert (err.value.limit, err.value.rate, err.value.source) == (2.5, 8000, str(path))
+    assert err.value.seconds == pytest.approx(3.0)
+    assert "2.5 s" in str(err.value) and "qaudio transcribe" in str(err.value)
+    monkeypatch.setattr(audio.soxr, "resample", None)
+    with pytest.raises(AudioTooLongError):
+        load_audio(np.zeros(10 * 8000, np.float32), source_rate=8000, max_seconds=9.99)
+
+
+def test_the_length_limit_is_configurable(tmp_path: Path) -> None:
+    assert audio.MAX_SECONDS >= 330  # one full 8192-token context of audio fits
+    long = np.zeros(int(audio.MAX_SECONDS * SAMPLE_RATE) + 1, np.float32)
+    with pytest.raises(AudioTooLongError):
+        load_audio(long, source_rate=SAMPLE_RATE)
+    assert load_audio(long, source_rate=SAMPLE_RATE, max_seconds=None).shape == long.shape
+    assert load_audio(long, source_rate=SAMPLE_RATE, max_seconds=3600).shape == long.shape
+    exact = np.zeros(2 * SAMPLE_RATE, np.float32)
+    assert load_audio(exact, source_rate=SAMPLE_RATE, max_seconds=2).shape == exact.shape
+    for bad in (0, -1.0, float("nan"), float("inf"), "10", True):
+        with pytest.raises(OptionError, match="max_seconds"):
+            load_audio(exact, source_rate=SAMPLE_RATE, max_seconds=bad)  # type: ignore[arg-type]
+
+
+def test_a_many_channel_header_reads_small_blocks(tmp_path: Path) -> None:
+    data = (0.1 * np.ones((2000, 64))).astype(np.float32)
+    path = tmp_path / "many.wav"
+    sf.write(path, data, SAMPLE_RATE, subtype="FLOAT")
+    clip = load_clip(path)
+    assert clip.source_channels == 64
+    np.testing.assert_allclose(clip.samples, 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("peak", [3e38, 1e300, audio.MAX_PEAK * 2])
+def test_absurdly_loud_samples_are_refused(tmp_path: Path, peak: float) -> None:
+    data = np.zeros(1000, np.float64)
+    data[500] = peak
+    with pytest.raises(InvalidAudioError, match="far beyond full scale"):
+        load_audio(data, source_rate=44100)
+    if peak < 3.4e38:  # representable in a float WAV
+        path = tmp_path / "loud.wav"
+        sf.write(path, data.astype(np.float32), 44100, subtype="FLOAT")
+        with pytest.raises(InvalidAudioError, match="far beyond full scale"):
+            load_audio(path)
+
+
+def test_loud_but_plausible_samples_resample_to_finite_values() -> None:
+    rng = np.random.default_rng(1)
+    data = (audio.MAX_PEAK * np.sign(rng.standard_normal(4410))).astype(np.float32)
+    out = load_audio(data, source_rate=44100)
+    assert np.isfinite(out).all()
+
+
+def test_closed_file_objects_and_released_buffers(tmp_path: Path) -> None:
+    path = tmp_path / "tone.wav"
+    path.write_bytes(wav_bytes(tone(440.0, SAMPLE_RATE), SAMPLE_RATE))
+    with path.open("rb") as fobj:
+        pass
+    with pytest.raises(InvalidAudioError, match="closed file object") as err:
+        load_audio(fobj)
+    assert err.value.source == str(path)
+    closed = io.BytesIO(path.read_bytes())
+    closed.close()
+    with pytest.raises(InvalidAudioError, match="closed"):
+        load_audio(closed)
+    view = memoryview(path.read_bytes())
+    view.release()
+    with pytest.raises(InvalidAudioError, match="released"):
+        load_audio(view)
+
+
+def test_memoryviews_of_any_layout() -> None:
+    raw = wav_bytes(tone(440.0, 22050), 22050)
+    reference = load_audio(raw)
+    strided = np.zeros(2 * len(raw), np.uint8)
+    strided[::2] = np.frombuffer(raw, np.uint8)
+    view = memoryview(strided[::2])
+    assert not view.contiguous
+    np.testing.assert_array_equal(load_audio(view), reference)
+    padded = raw + bytes(-len(raw) % 4)
+    as_floats = memoryview(np.frombuffer(padded, np.float32))  # format "f", not bytes
+    np.testing.assert_array_equal(load_audio(as_floats)[: reference.size], reference)
+
+
+def test_lists_and_numbers_as_samples() -> None:
+    samples = [0.0, 0.25, -0.5, 0.125]
+    np.testing.assert_array_equal(load_audio(samples, source_rate=SAMPLE_RATE), samples)  # type: ignore[arg-type]
+    stereo = tuple((s, -s) for s in samples)
+    assert load_clip(stereo, source_rate=SAMPLE_RATE).source_channels == 2  # type: ignore[arg-type]
+    with pytest.raises(InvalidAudioError, match="rectangular"):
+        load_audio([[0.1], [0.2, 0.3]], source_rate=SAMPLE_RATE)  # type: ignore[arg-type]
+    with pytest.raises(InvalidAudioError, match="dtype"):
+        load_audio(["a", "b"], source_rate=SAMPLE_RATE)  # type: ignore[arg-type]
+    with pytest.raises(InvalidAudioError, match=r"shape \(\)"):
+        load_audio(0.5, source_rate=SAMPLE_RATE)  # type: ignore[arg-type]
+    with pytest.raises(InvalidAudioError, match="without source_rate"):
+        load_audio(samples)  # type: ignore[arg-type]
+
+
+def test_paths_that_are_not_utf8(tmp_path: Path) -> None:
+    raw_dir = os.fsencode(tmp_path)
+    name = os.path.join(raw_dir, b"clip-\xff\xfe.wav")
+    with open(name, "wb") as out:
+        out.write(wav_bytes(tone(440.0, SAMPLE_RATE), SAMPLE_RATE))
+    path = os.fsdecode(name)  # holds surrogate escapes
+    clip = load_clip(path)
+    assert clip.samples.size == SAMPLE_RATE
+    clip.source.encode("utf-8")  # printable
+    with pytest.raises(AudioFileNotFoundError) as err:
+        load_audio(os.fsdecode(os.path.join(raw_dir, b"gone-\xff.wav")))
+    str(err.value).encode("utf-8")
+
+
+def test_a_fifo_carrying_a_wav(tmp_path: Path) -> None:
+    import threading
+
+    raw = wav_bytes(tone(440.0, 44100, seconds=0.3), 44100)
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as out:
+            out.write(raw)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        clip = load_clip(str(fifo))
+    finally:
+        writer.join(10)
+    np.testing.assert_array_equal(clip.samples, load_audio(raw))
+    assert clip.source == str(fifo)
+
+
+def test_devices_are_read_with_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero here")
+    monkeypatch.setattr(audio, "MAX_STREAM_BYTES", 1 << 20)
+    monkeypatch.setattr(audio._open_source, "__defaults__", (1 << 20,))
+    with pytest.raises(AudioTooLargeError, match="more than 1 MiB") as err:
+        load_audio("/dev/zero")
+    assert err.value.limit_bytes == 1 << 20
+    with pytest.raises(EmptyAudioError, match="no bytes"):
+        load_audio("/dev/null")
+
+
+class _Stdin:
+    """A stand-in for sys.stdin: a text stream whose .buffer holds ``data``."""
+
+    def __init__(self, data: bytes, tty: bool = False) -> None:
+        self.buffer = _Unseekable(data)
+        self.buffer.isatty = lambda: tty  # type: ignore[method-assign]
+
+
+def test_stdin_is_read_whole_with_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = wav_bytes(tone(440.0, 44100, seconds=0.3), 44100)
+    monkeypatch.setattr("sys.stdin", _Stdin(raw))
+    clip = load_clip(audio.read_stdin_audio())
+    assert clip.source == "<stdin>"
+    np.testing.assert_array_equal(clip.samples, load_audio(raw))
+    monkeypatch.setattr("sys.stdin", _Stdin(raw))
+    with pytest.raises(AudioTooLargeError, match="<stdin> holds more than 0 MiB"):
+        audio.read_stdin_audio(max_bytes=len(raw) - 1)
+    monkeypatch.setattr("sys.stdin", _Stdin(b""))
+    with pytest.raises(EmptyAudioError, match="standard input holds no audio"):
+        audio.read_stdin_audio()
+    monkeypatch.setattr("sys.stdin", _Stdin(raw, tty=True))
+    with pytest.raises(InvalidAudioError, match="nothing is piped in"):
+        audio.read_stdin_audio()
+    monkeypatch.setattr("sys.stdin", None)
+    with pytest.raises(InvalidAudioError, match="no standard input"):
+        audio.read_stdin_audio()
+
+
+def test_unseekable_streams_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio._open_source, "__defaults__", (1000,))
+    with pytest.raises(AudioTooLargeError):
+        load_audio(_Unseekable(bytes(5000)))  # type: ignore[arg-type]
+
+
+def mp3_without_tag(tmp_path: Path) -> bytes:
+    """MP3 data that starts part-way into a frame: no ID3 tag, no sync at byte 0."""
+    if "MP3" not in sf.available_formats():
+        pytest.skip(f"libsndfile {sf.__libsndfile_version__} was built without MP3 support")
+    buf = io.BytesIO()
+    sf.write(buf, tone(440.0, 44100, seconds=2.0), 44100, format="MP3")
+    return buf.getvalue()[100:]
+
+
+def test_mp3_without_id3_decodes_the_same_from_every_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = mp3_without_tag(tmp_path)
+    assert not raw.startswith(b"ID3") and raw[:2] != b"\xff\xfb"
+    path = tmp_path / "untagged.mp3"
+    path.write_bytes(raw)
+    reference = load_audio(path)
+    assert reference.size > 0
+    with path.open("rb") as fobj:
+        from_file = load_audio(fobj)
+    monkeypatch.setattr("sys.stdin", _Stdin(raw))
+    from_stdin = load_audio(audio.read_stdin_audio())
+    for out in (load_audio(raw), load_audio(io.BytesIO(raw)), from_file, from_stdin):
+        np.testing.assert_array_equal(out, reference)
+    before = set(os.listdir(tempfile.gettempdir()))
+    load_audio(raw)
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if "qaudio" in n}
+
+
+def test_data_that_only_resembles_mpeg_is_still_refused() -> None:
+    junk = bytearray(np.random.default_rng(3).bytes(4000))
+    junk[10:14] = b"\xff\xfb\x90\xc4"  # one plausible frame header, not followed by more
+    with pytest.raises(AudioDecodeError, match="Format not recognised"):
+        load_audio(bytes(junk))
+
+
+def test_nothing_is_printed_and_no_warning_is_raised(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    raw = wav_bytes(tone(440.0, 44100), 44100, subtype="FLOAT")
+    bad = [raw[:60], raw[:44] + bytes(3), np.random.default_rng(0).bytes(3000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for source in bad:
+            with pytest.raises(AudioError):
+                load_audio(source)
+        for array in (np.full(10, 1e300), np.array([np.nan, 1.0]), np.full((4, 3), -np.inf)):
+            with pytest.raises(AudioError):
+                load_audio(array, source_rate=44100)
+        load_audio(np.full(100, 1e9), source_rate=44100)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -67,10 +67,10 @@ def run(
       qaudio run a.wav b.wav -p "Which of the two is louder?" --json
       cat clip.flac | qaudio run - --quant Q5_K_M
     """
-    from ..audio.decode import load_audio
+    from ..audio.decode import load_audio, read_stdin_audio
 
     check_model_options(opts)  # usage errors before any audio is read or model pulled
-    clips = [load_audio(sys.stdin.buffer.read() if a == "-" else a) for a in audio]
+    clips = [load_audio(read_stdin_audio() if a == "-" else a) for a in audio]
     sampling = sampling_from(opts)
     with load_model(opts) as model:
         gen = model.stream(prompt, clips, sampling=sampling, system_prompt=system_prompt)
