@@ -214,10 +214,61 @@ def bench_turns(args: argparse.Namespace) -> None:
     )
 
 
+def bench_chat(args: argparse.Namespace) -> None:
+    """Time to first token of each turn of a 10-turn conversation with three clips."""
+    from qaudio_local.chat import Conversation
+
+    model_path, mmproj = build(args.work, "real-encoder", REAL_AUDIO, {**WIDE_TEXT, "layers": 1})
+    rng = np.random.default_rng(2)
+    t = np.arange(5 * 16000) / 16000
+
+    def clip(hz: float) -> np.ndarray:
+        x = 0.4 * np.sin(2 * np.pi * hz * t) + 0.05 * rng.standard_normal(t.size)
+        return x.astype("f4")
+
+    turns = [
+        ("What is this?", [clip(180)]),
+        ("Is it loud?", []),
+        ("And this one?", [clip(260)]),
+        ("Compare them.", []),
+        ("Which is longer?", []),
+        ("Here is a third.", [clip(340)]),
+        ("Summarise all three.", []),
+        ("Anything else?", []),
+        ("Thanks. One more question?", []),
+        ("Goodbye.", []),
+    ]
+    opts = ModelOptions(n_ctx=4096, n_threads=args.threads)
+    rows = []
+    with AudioModel(model_path, mmproj, opts) as model:
+        conv = Conversation(model, sampling=SamplingOptions(max_tokens=24))
+        for text, audio in turns:
+            t0 = time.perf_counter()
+            gen = conv.ask(text, audio)
+            chunks = iter(gen)
+            next(chunks)
+            first = time.perf_counter() - t0
+            for _ in chunks:
+                pass
+            u = gen.result.usage  # type: ignore[union-attr]
+            rows.append((text, len(audio), first, u.prompt_tokens, u.cached_tokens))
+    print(f"\nconversation at real encoder size, {args.threads} threads (5 s clips)\n")
+    print("| turn | new clip | first token s | prompt tokens | reused |")
+    print("|---|---|---|---|---|")
+    for i, (_text, n_clip, first, prompt, cached) in enumerate(rows, 1):
+        print(f"| {i} | {'yes' if n_clip else ''} | {first:.2f} | {prompt} | {cached} |")
+    text_turns = [r[2] for r in rows if not r[1]]
+    print(
+        f"\ntext-only turns: first token in {min(text_turns):.2f}-{max(text_turns):.2f} s while "
+        f"the prompt grew from {rows[1][3]} to {rows[-1][3]} tokens"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decode", action="store_true", help="parallel decoding throughput")
     ap.add_argument("--turns", action="store_true", help="second-turn time to first token")
+    ap.add_argument("--chat", action="store_true", help="time to first token over 10 turns")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "qaudio-bench")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--layers", type=int, default=3, help="text layers of the decode model")
@@ -225,13 +276,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--llama-bin", type=Path, default=None, help="folder with llama-batched-bench")
     args = ap.parse_args()
-    if not (args.decode or args.turns):
-        ap.error("pass --decode and/or --turns")
+    if not (args.decode or args.turns or args.chat):
+        ap.error("pass --decode, --turns and/or --chat")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.decode:
         bench_decode(args)
     if args.turns:
         bench_turns(args)
+    if args.chat:
+        bench_chat(args)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from ..config import DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..engine.prompt import Message, TokenIds
 from ..engine.results import Chunk, Generation, Result, SamplingOptions
 from ..errors import ContextFullError, ConversationFileError
+from ..paths import write_atomic
 
 FORMAT = "qaudio-conversation"
 VERSION = 1
@@ -248,7 +247,7 @@ class Conversation:
                 "sampling": {k: v for k, v in self.sampling.__dict__.items() if k not in ("stop",)},
                 "turns": turns,
             }
-            _write_atomic(p, json.dumps(data, indent=1, ensure_ascii=False))
+            write_atomic(p, json.dumps(data, indent=1, ensure_ascii=False))
         except OSError as exc:
             raise ConversationFileError(
                 f"cannot save the conversation to {p}: {exc}", path=str(p)
@@ -353,17 +352,3 @@ def _turn_from_json(t: dict[str, Any], conv_path: Path) -> Turn:
         clips.append(clip)
     tokens = tuple(int(x) for x in t.get("tokens", []))
     return Turn(role, str(t.get("text", "")), tuple(clips), tokens, bool(t.get("interrupted")))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

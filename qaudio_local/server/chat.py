@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..engine.results import Chunk, Result, SamplingOptions
-from .common import ServerState, Slot, check_model, in_thread, ready, sse
+from .common import ServerState, Slot, check_model, finish_or_hang_up, in_thread, ready, sse
 from .http import error_body
 from .inputs import InputError, to_messages
 from .schemas import ChatRequest, unsupported
@@ -119,12 +119,7 @@ async def _whole(
             chunks.append(item)
             item = await items.__anext__()
 
-    task = asyncio.ensure_future(collect())
-    while not task.done():  # a client that hangs up stops its generation
-        await asyncio.wait({task}, timeout=0.25)
-        if not task.done() and await request.is_disconnected():
-            gen.cancel()
-    await task
+    await finish_or_hang_up(asyncio.ensure_future(collect()), request, gen.cancel)
     assert result is not None
     state.memory.remember(result.text, result.tokens)
     choice: dict[str, Any] = {

@@ -117,3 +117,15 @@ def check_model(state: ServerState, name: str | None, param: str = "model") -> N
             param,
             404,
         )
+
+
+async def finish_or_hang_up(
+    task: asyncio.Future[Any], request: Any, on_hang_up: Callable[[], Any]
+) -> None:
+    """Wait for ``task``; if the client disconnects first, call ``on_hang_up`` (which
+    should make the task end soon) and keep waiting."""
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.25)
+        if not task.done() and await request.is_disconnected():
+            on_hang_up()
+    await task

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..engine.results import SamplingOptions
-from .common import ServerState, Slot, check_model, in_thread, ready, sse
+from .common import ServerState, Slot, check_model, finish_or_hang_up, in_thread, ready, sse
 from .http import error_body
 from .inputs import InputError
 from .schemas import RESPONSE_FORMATS
@@ -110,11 +110,7 @@ async def _all(request: Request, segments: AsyncIterator[Any]) -> list[Any]:
             out.append(seg)
 
     task = asyncio.ensure_future(collect())
-    while not task.done():  # a client that hangs up stops the transcription
-        await asyncio.wait({task}, timeout=0.25)
-        if not task.done() and await request.is_disconnected():
-            task.cancel()
-    await task
+    await finish_or_hang_up(task, request, task.cancel)  # a hang-up stops the transcription
     return out
 
 

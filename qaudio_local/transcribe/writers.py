@@ -8,12 +8,12 @@ atomically (a file appears whole or not at all). Usable on their own.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..paths import write_atomic
 
 FORMATS = ("txt", "srt", "vtt", "json", "verbose_json")
 EXTENSIONS = {
@@ -116,21 +116,6 @@ WRITERS: dict[str, Callable[[Sequence[Any], Any], str]] = {
 def output_path(stem_path: Path, fmt: str) -> Path:
     """``talk`` -> ``talk.srt`` (``talk.verbose.json`` for verbose_json)."""
     return stem_path.with_name(stem_path.name + EXTENSIONS[fmt])
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(
