@@ -87,7 +87,7 @@ class AudioModel:
         self.weight_buffers: tuple[str, ...] = ()  # llama.cpp's, e.g. ("CPU_Mapped", "CPU_REPACK")
         self.model_info: TextModelInfo = check_text_model(model_path)
         self.projector_info: ProjectorInfo = check_projector(mmproj_path)
-        check_pair(self.model_info, self.projector_info)
+        check_pair(self.model_info, self.projector_info, self.options)  # + a cached trial load
         trained = self.model_info.n_ctx_train
         if trained and self.options.n_ctx > trained and not self.options.allow_long_context:
             raise OptionError(

@@ -1,0 +1,185 @@
+"""A trial load in a child process: llama.cpp's remaining aborts become a one-line error.
+
+The schema in :mod:`.gguf_schema` covers every key and tensor llama.cpp reads, but not
+every way weights or kernels can fail inside it (an assert deep in a backend, a build
+with a bug). So before a pair of files is loaded in this process, it is loaded once in a
+child process (``python -m qaudio_local.engine.gguf_loadchild``) with the same options,
+and decoded once:
+
+1. the text model alone: load, create a small context, tokenize a chat prompt (special
+   tokens included) and decode it; a crash here is the text model's;
+2. then the whole pair through :class:`~qaudio_local.engine.model.AudioModel`, with a
+   half-second tone answered with two tokens; a crash here is the projector's (or the
+   audio path's).
+
+A child killed by a signal (SIGABRT from ``GGML_ASSERT``, SIGSEGV) becomes a
+:class:`~qaudio_local.errors.ModelFileError` naming the file and llama.cpp's last words.
+The verdict is cached in :func:`qaudio_local.paths.cache_dir` under ``load-checks/``, keyed
+by each file's size, modification time and header digest, the options that change which
+code runs, and the llama-cpp-python version, so the check runs once per pair. A child that
+ends with a clean error is not cached: this process then meets the same clean error
+itself.
+
+``QAUDIO_LOAD_CHECK=0`` turns the check off (the child runs with ``QAUDIO_LOAD_CHECK=child``,
+which skips it there); ``QAUDIO_LOAD_CHECK_TIMEOUT`` (seconds) bounds the child.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ModelFileError, RuntimeBackendError
+from ..paths import cache_dir
+
+if TYPE_CHECKING:
+    from .gguf_check import ProjectorInfo, TextModelInfo
+
+ENV = "QAUDIO_LOAD_CHECK"
+ENV_TIMEOUT = "QAUDIO_LOAD_CHECK_TIMEOUT"
+CHILD = "qaudio_local.engine.gguf_loadchild"  # run by module name: never imported here
+CLEAN_EXIT = 10  # the child met a clean (QAudioError) failure: no verdict about crashes
+_STAGES = {"text": "model file", "pair": "projector file"}
+
+
+def check_loads(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> None:
+    """Prove (once per pair, cached) that llama.cpp survives loading and decoding the pair.
+
+    Raises:
+        ModelFileError: llama.cpp crashed on one of the files in the trial (named).
+        RuntimeBackendError: The trial did not finish in time.
+    """
+    if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off", "child"):
+        return
+    key = _cache_key(model, projector, options)
+    entry = cache_dir() / "load-checks" / f"{key}.json"
+    cached = _read_json(entry)
+    if cached is not None:
+        if cached.get("ok"):
+            return
+        raise ModelFileError(str(cached["message"]), path=str(cached["path"]))
+    verdict = _trial(model, projector, options)
+    if verdict is None:
+        return  # a clean failure, not cached: this process meets it too
+    _write_json(entry, verdict)
+    if not verdict["ok"]:
+        raise ModelFileError(str(verdict["message"]), path=str(verdict["path"]))
+
+
+def _cache_key(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        llama_version = version("llama-cpp-python")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout
+        llama_version = "?"
+    files = []
+    for info in (model, projector):
+        st = info.path.stat()
+        files.append([str(info.path.resolve()), st.st_size, st.st_mtime_ns, info.header_digest])
+    opts = dataclasses.asdict(options)
+    code = {k: opts[k] for k in ("audio_path", "cpu_kernels", "mmproj_on_gpu", "kv_type")}
+    code["gpu"] = opts["n_gpu_layers"] != 0
+    raw = json.dumps([files, code, llama_version], sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _timeout(model: TextModelInfo, projector: ProjectorInfo) -> float:
+    override = os.environ.get(ENV_TIMEOUT, "").strip()
+    if override:
+        try:
+            return max(1.0, float(override))
+        except ValueError:
+            pass
+    size = model.path.stat().st_size + projector.path.stat().st_size
+    return 120.0 + size / 50e6  # reading and repacking ~50 MB/s at worst, plus one encode
+
+
+def _trial(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> dict[str, Any] | None:
+    """Run the child; return the verdict to cache (``None``: a clean failure, not cached).
+
+    Raises:
+        RuntimeBackendError: The child did not finish in time.
+    """
+    job = {
+        "model": str(model.path),
+        "mmproj": str(projector.path),
+        "n_layer": model.n_layer,
+        "quantized": model.quantized,
+        "options": dataclasses.asdict(options),
+    }
+    cmd = [sys.executable, "-m", CHILD, json.dumps(job)]
+    env = {**os.environ, ENV: "child", "GGML_NO_BACKTRACE": "1"}  # no gdb run on an abort
+    timeout = _timeout(model, projector)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeBackendError(
+            f"a trial load of {model.path.name} with {projector.path.name} did not finish in "
+            f"{timeout:.0f} s; if the machine is busy, retry (or set {ENV_TIMEOUT} higher), "
+            f"or set {ENV}=0 to skip the trial"
+        ) from exc
+    out = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode == 0 and "ok\n" in out:
+        return {"ok": True}
+    if proc.returncode == CLEAN_EXIT:
+        return None
+    stages = re.findall(r"^stage (\w+)$", out, re.M)
+    stage = stages[-1] if stages else "text"
+    info = model if stage == "text" else projector
+    what = _STAGES.get(stage, "projector file")
+    reason = _last_words(proc.stderr.decode("utf-8", "replace"), proc.returncode)
+    message = (
+        f"llama.cpp crashes on {what} {info.path} ({reason}) when it loads and runs it, so it "
+        "is not loaded here; the file is damaged or was not made for Qwen2-Audio: convert it "
+        "again (`qaudio convert`) or download it again"
+    )
+    return {"ok": False, "message": message, "path": str(info.path)}
+
+
+def _last_words(stderr: str, returncode: int) -> str:
+    """The most telling line of a crashed child's stderr, and how it ended."""
+    if returncode < 0:
+        import signal
+
+        try:
+            how = signal.Signals(-returncode).name
+        except ValueError:
+            how = f"signal {-returncode}"
+    else:
+        how = f"exit code {returncode}"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    line = ""
+    for pattern in (r"GGML_ASSERT|GGML_ABORT|unsupported", r"terminate|what\(\)", r"error|fault"):
+        found = [ln for ln in lines if re.search(pattern, ln, re.I)]
+        if found:
+            line = found[0]
+            break
+    line = line or (lines[-1] if lines else "")
+    line = re.sub(r"^.*?/(ggml|src|tools)/", r"\1/", line)  # drop the build machine's paths
+    return f"{how}: {line[:200]}" if line else how
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # an unwritable cache only costs a repeated trial
+        pass

@@ -1,0 +1,154 @@
+"""The trial load (engine.gguf_loadcheck): what llama.cpp still aborts on becomes one error.
+
+The files here are refused by the schema already, so the trial is called directly with the
+facts a schema would have accepted: it shows that llama.cpp itself aborts on them (a
+pytest process would die), and that the child turns that into a ModelFileError naming the
+file, cached so the trial runs once per pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qaudio_local.engine import gguf_loadcheck
+from qaudio_local.engine.gguf_check import TextModelInfo, check_projector, check_text_model
+from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.results import ModelOptions
+from qaudio_local.errors import ModelFileError, RuntimeBackendError
+from tests import gguf_edit as ge
+
+Pair = tuple[Path, Path]
+REPO = Path(__file__).resolve().parents[1]
+OPTS = ModelOptions(n_ctx=512, n_threads=1)
+
+
+def unchecked_facts(path: Path) -> TextModelInfo:
+    """What the schema would report for the valid tiny model, for a file it refuses."""
+    return TextModelInfo(path, "qwen2", 256, 2, 8192, 768, False, f"digest of {path.name}")
+
+
+def fresh_pair(tiny_gguf: Pair, folder: Path) -> Pair:
+    """Copies of the tiny pair: new paths, so no cached verdict applies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return shutil.copy(tiny_gguf[0], folder), shutil.copy(tiny_gguf[1], folder)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("edit", "cause"),
+    [
+        ({"kv": {"qwen2.block_count": (0, ge.VT.UINT32, None)}}, "GGML_ASSERT(hparams.n_layer_all"),
+        ({"tensors": ge.retype(lambda n: n == "output_norm.weight", ge.QT.F16)}, "unsupported"),
+    ],
+    ids=["block-count-0-at-load", "f16-norm-at-decode"],
+)
+def test_a_real_abort_in_llama_cpp_becomes_one_error_naming_the_file(
+    tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: dict, cause: str
+) -> None:
+    bad = ge.rewrite(tiny_gguf[0], tmp_path / "aborts.gguf", **edit)
+    with pytest.raises(ModelFileError):
+        check_text_model(bad)  # the schema's own verdict, for the record
+    projector = check_projector(tiny_gguf[1])
+    with pytest.raises(ModelFileError) as err:
+        gguf_loadcheck.check_loads(unchecked_facts(bad), projector, OPTS)
+    msg = str(err.value)
+    assert err.value.path == str(bad) and "model file" in msg and str(bad) in msg
+    assert cause in msg and "\n" not in msg
+    if sys.platform != "win32":
+        assert "SIGABRT" in msg
+
+    def no_child(*_a: object, **_k: object) -> None:
+        raise AssertionError("the verdict should come from the cache")
+
+    monkeypatch.setattr(gguf_loadcheck.subprocess, "run", no_child)
+    with pytest.raises(ModelFileError, match="llama.cpp crashes on model file"):
+        gguf_loadcheck.check_loads(unchecked_facts(bad), projector, OPTS)
+
+
+@pytest.mark.parametrize(("stage", "blamed"), [("text", 0), ("pair", 1)])
+def test_the_blame_follows_the_stage_that_crashed(
+    tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, blamed: int
+) -> None:
+    pair = fresh_pair(tiny_gguf, tmp_path / stage)
+    monkeypatch.setenv("QAUDIO_LOAD_CHECK_INJECT_FAULT", stage)
+    with pytest.raises(ModelFileError) as err:
+        AudioModel(*pair, OPTS)
+    assert err.value.path == str(pair[blamed])
+    assert ("model file" if blamed == 0 else "projector file") in str(err.value)
+
+
+def test_a_pair_is_tried_once_and_again_when_a_file_changes(
+    tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = fresh_pair(tiny_gguf, tmp_path)
+    calls = []
+    real = gguf_loadcheck._trial
+
+    def counted(*args: object) -> object:
+        calls.append(args)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gguf_loadcheck, "_trial", counted)
+    for _ in range(2):
+        with AudioModel(*pair, OPTS):
+            pass
+    assert len(calls) == 1
+    with AudioModel(*pair, dataclasses.replace(OPTS, audio_path="mtmd", n_ctx=2048)):
+        pass  # another audio path runs other code: tried on its own
+    assert len(calls) == 2
+    later = time.time() + 5
+    os.utime(pair[1], (later, later))
+    with AudioModel(*pair, OPTS):
+        pass
+    assert len(calls) == 3
+
+
+def test_a_trial_that_never_ends_is_stopped_and_not_cached(
+    tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = fresh_pair(tiny_gguf, tmp_path)
+    monkeypatch.setenv("QAUDIO_LOAD_CHECK_INJECT_FAULT", "hang")
+    monkeypatch.setenv("QAUDIO_LOAD_CHECK_TIMEOUT", "2")
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeBackendError, match="did not finish in 2 s"):
+        AudioModel(*pair, OPTS)
+    assert time.perf_counter() - t0 < 15
+    monkeypatch.delenv("QAUDIO_LOAD_CHECK_INJECT_FAULT")
+    with AudioModel(*pair, OPTS) as model:
+        assert model.tokenize("hi")
+
+
+def test_the_trial_can_be_switched_off(
+    tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = fresh_pair(tiny_gguf, tmp_path)
+    monkeypatch.setenv("QAUDIO_LOAD_CHECK_INJECT_FAULT", "text")
+    monkeypatch.setenv("QAUDIO_LOAD_CHECK", "0")
+    with AudioModel(*pair, OPTS) as model:
+        assert model.tokenize("hi")
+
+
+def test_the_cli_reports_a_contained_crash_in_one_line(tiny_gguf: Pair, tmp_path: Path) -> None:
+    pair = fresh_pair(tiny_gguf, tmp_path)
+    env = {**os.environ, "QAUDIO_LOAD_CHECK_INJECT_FAULT": "pair"}
+    clip = REPO / "examples" / "tone_chirp.wav"
+    args = ["run", str(clip), "--model-file", str(pair[0]), "--mmproj-file", str(pair[1])]
+    proc = subprocess.run(
+        [sys.executable, "-m", "qaudio_local", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: llama.cpp crashes on projector file")
+    assert str(pair[1]) in lines[0] and proc.stdout == ""
