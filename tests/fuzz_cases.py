@@ -210,9 +210,8 @@ def _hostile_array(rng: np.random.Generator) -> tuple[Any, dict[str, Any]]:
     n = int(_pick(rng, [0, 1, 2, 3, 100, 16000, 44100]))
     shapes = [(n,), (n, 2), (2, n), (n, 1), (1, n), (3, 2, n), ()]
     shape = shapes[shape_kind]
-    x = np.asarray(rng.standard_normal(shape)) * float(
-        _pick(rng, [0.0, 1e-30, 0.5, 1.0, 4e4, 2**31, 1e38])
-    )
+    scale = float(_pick(rng, [0.0, 1e-30, 0.5, 1.0, 4e4, 2**31, 1e38]))
+    x = np.array(rng.standard_normal(shape) * scale, ndmin=0)  # an ndarray, even 0-D
     poison = rng.integers(5)
     if x.size and poison == 1:
         x.flat[int(rng.integers(x.size))] = np.nan
@@ -222,13 +221,13 @@ def _hostile_array(rng: np.random.Generator) -> tuple[Any, dict[str, Any]]:
         x.flat[int(rng.integers(x.size))] = 1e300
     with np.errstate(all="ignore"):
         try:
-            arr: Any = x.astype(str(dtype))
+            arr: Any = np.asarray(x.astype(str(dtype)))
         except (TypeError, ValueError):
             arr = x
     layout = rng.integers(5)
-    if layout == 1 and arr.ndim:
+    if layout == 1 and getattr(arr, "ndim", 0):
         arr = arr[::2]
-    elif layout == 2 and arr.ndim == 2:
+    elif layout == 2 and getattr(arr, "ndim", 0) == 2:
         arr = np.asfortranarray(arr)
     elif layout == 3:
         arr = arr.tolist() if rng.random() < 0.5 else (float(x.flat[0]) if x.size else 0.5)

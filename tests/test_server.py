@@ -308,6 +308,9 @@ def test_data_uri_audio(server: str) -> None:
     assert r.usage.prompt_tokens_details.audio_tokens == 12  # type: ignore[union-attr]
 
 
+DISPOSITION = b'Content-Disposition: form-data; name="file"; filename="a"'
+
+
 def test_malformed_requests_get_4xx_and_the_server_goes_on(server: str) -> None:
     h = {"Authorization": f"Bearer {KEY}"}
     url = f"{server}/v1/chat/completions"
@@ -320,7 +323,7 @@ def test_malformed_requests_get_4xx_and_the_server_goes_on(server: str) -> None:
         httpx.post(
             f"{server}/v1/audio/transcriptions",
             headers={**h, "Content-Type": "multipart/form-data; boundary=xyz"},
-            content=b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nRIFF',
+            content=b"--xyz\r\n" + DISPOSITION + b"\r\n\r\nRIFF",
         ),
         httpx.post(f"{server}/v1/audio/transcriptions", headers=h, data={"model": MODEL}),
         httpx.post(
