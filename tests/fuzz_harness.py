@@ -252,10 +252,9 @@ def classify_cli(code: int, stderr: str) -> tuple[str, str]:
         return "foreign", last[:300]
     if code == 0:
         return "accepted", ""
-    errors = [ln for ln in lines if ln.startswith(("error:", "Error:"))]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
     if code in (1, 2) and len(errors) == 1:
-        noise = [ln for ln in lines if not ln.startswith(("error:", "Error:", "Usage:", "Try "))]
-        noise = [ln for ln in noise if not ln.startswith(("using ", "note: "))]
+        noise = [ln for ln in lines if not ln.startswith(("error: ", "using ", "note: "))]
         if not noise:
             return "clean", errors[0][:300]
         return "wrong", f"extra output: {noise[0][:200]}"

@@ -662,8 +662,7 @@ def test_debug_shows_llama_cpp_log(tiny_gguf: Pair) -> None:
 def test_usage_errors_exit_2(args: list[str]) -> None:
     result = invoke(*args)
     assert result.exit_code == 2
-    assert "Error:" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == error_line(result.stderr)
     assert result.stdout == ""
 
 
@@ -797,8 +796,25 @@ def test_out_of_range_numbers_are_usage_errors(
     tiny_gguf: Pair, extra: tuple[str, str], message: str
 ) -> None:
     result = invoke(*run_args(tiny_gguf, EXAMPLE_CLIP, extra=extra))
-    assert result.exit_code == 2 and message in result.stderr
+    assert result.exit_code == 2 and message in error_line(result.stderr)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "wording", "where"),
+    [
+        (("run", "--no-such-flag", "x.wav"), "No such option '--no-such-flag'", "qaudio run"),
+        (("nosuch",), "No such command 'nosuch'", "qaudio"),
+        (("run",), "Missing argument 'AUDIO...'", "qaudio run"),
+    ],
+)
+def test_usage_errors_are_one_error_line_too(
+    args: tuple[str, ...], wording: str, where: str
+) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == error_line(result.stderr)  # no usage block around it
+    assert wording in result.stderr and f"see `{where} --help`" in result.stderr
 
 
 def test_a_context_beyond_training_needs_a_flag(tiny_gguf: Pair) -> None:
