@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import SPECIAL_TOKENS
 from ..errors import ModelFileError
 from .gguf_scan import (
     ARRAY,
@@ -54,14 +55,7 @@ MAX_WIDTH = 1 << 16
 MAX_VOCAB = 1 << 24
 N_MELS = 128  # the features this project computes (Whisper-large-v3 / Qwen2-Audio)
 N_POSITIONS = 1500  # encoder positions of a 30 s window: libmtmd always uses all of them
-QWEN2_AUDIO_SPECIAL = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|AUDIO|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
-)
+QWEN2_AUDIO_SPECIAL = SPECIAL_TOKENS  # the converter writes them; the checks want them
 TOKEN_TYPES = range(0, 7)  # LLAMA_TOKEN_TYPE_UNDEFINED .. BYTE
 SPECIAL_TYPES = (3, 4)  # CONTROL, USER_DEFINED: the types llama.cpp parses as special text
 SPECIAL_ID_KEYS = tuple(

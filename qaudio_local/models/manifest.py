@@ -33,13 +33,12 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..paths import file_path, manifest_path, qaudio_home
+from ..paths import file_path, manifest_path, qaudio_home, write_atomic
 
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -133,20 +132,8 @@ def write_manifest(records: Iterable[ManifestRecord], path: Path | None = None) 
         OSError: The folder is not writable or the disk is full (the old manifest is kept).
     """
     path = path or manifest_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [asdict(r) for r in sorted(records, key=lambda r: r.key)]
-    text = json.dumps({"version": FORMAT_VERSION, "files": rows}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps({"version": FORMAT_VERSION, "files": rows}, indent=2) + "\n")
     fsync_dir(path.parent)
 
 
