@@ -225,9 +225,9 @@ def _hostile_array(rng: np.random.Generator) -> tuple[Any, dict[str, Any]]:
         except (TypeError, ValueError):
             arr = x
     layout = rng.integers(5)
-    if layout == 1 and getattr(arr, "ndim", 0):
+    if layout == 1 and arr.ndim:
         arr = arr[::2]
-    elif layout == 2 and getattr(arr, "ndim", 0) == 2:
+    elif layout == 2 and arr.ndim == 2:
         arr = np.asfortranarray(arr)
     elif layout == 3:
         arr = arr.tolist() if rng.random() < 0.5 else (float(x.flat[0]) if x.size else 0.5)
