@@ -7,6 +7,7 @@ in its own child process, and writes its block into a copy of a README.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,11 @@ def test_parallel_goals_and_extrapolation_are_labelled(smoke: tuple[str, str]) -
     assert table_with(found, "quantity")[0][2] == "extrapolated to 32 layers"
     assert "**Extrapolated, not measured**" in out
     assert "A measurement failed" not in out
+
+
+def test_the_engine_is_also_timed_against_llama_in_one_process(smoke: tuple[str, str]) -> None:
+    line = next(x for x in smoke[0].splitlines() if x.startswith("**Same process"))
+    found = re.findall(r"(F16|Q4_K_M) (\d+\.\d+) \((\d+\.\d+)-(\d+\.\d+)\)", line)
+    assert [q for q, *_ in found] == ["F16", "Q4_K_M"], line
+    for _q, mid, low, high in found:
+        assert 0 < float(low) <= float(mid) <= float(high), line
