@@ -107,11 +107,19 @@ def run(
             with lock:
                 lat.append(time.perf_counter() - t0)
 
+        order = iter(range(requests))  # one shared queue: each client takes the next request,
+        # so transcriptions spread over all clients (a fixed stride would give them all to one)
+
         def worker(k: int) -> None:
-            for i in range(k, requests, clients):
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
                 one(i)
-                if len(lat) == requests // 5 and not rss:
-                    rss.append(_rss(proc.pid))  # after warm-up
+                with lock:
+                    if len(lat) >= requests // 5 and not rss:
+                        rss.append(_rss(proc.pid))  # after warm-up
 
         t0 = time.perf_counter()
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
