@@ -414,13 +414,9 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
     """This project's engine on one GGUF: prefill of a 750-audio-token prompt, then decode."""
     from bench_engine import engine_rate
 
-    from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions, SamplingOptions
+    from qaudio_local.engine.results import SamplingOptions
 
-    opts = ModelOptions(
-        n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=N_BATCH, flash_attn="on"
-    )
-    with AudioModel(spec["model"], spec["mmproj"], opts) as model:
+    with _engine(spec) as model:
         engine_rate(model, 1, 4)  # warm-up
         model.clear_cache()
         clip = make_clip(PREFILL_CLIP_S)
@@ -433,6 +429,17 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
         "prefill_tps": r.usage.prompt_tokens / (r.timings.prefill_ms / 1e3),
         "decode_tps": rate,
     }
+
+
+def _engine(spec: dict[str, Any]) -> Any:
+    """This project's ``AudioModel`` with the settings every side uses."""
+    from qaudio_local.engine.model import AudioModel
+    from qaudio_local.engine.results import ModelOptions
+
+    opts = ModelOptions(
+        n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=N_BATCH, flash_attn="on"
+    )
+    return AudioModel(spec["model"], spec["mmproj"], opts)
 
 
 def _llama(spec: dict[str, Any]) -> Any:
@@ -486,31 +493,24 @@ def child_pair(spec: dict[str, Any]) -> dict[str, Any]:
     alternates): the loops' own cost, free of the drift between processes on a shared host."""
     from bench_engine import engine_rate
 
-    from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions
-
-    opts = ModelOptions(
-        n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=N_BATCH, flash_attn="on"
-    )
     start = _text_prompt(32)[8:32]
     pairs = []
-    with AudioModel(spec["model"], spec["mmproj"], opts) as model:
+    with _engine(spec) as model:
         llm = _llama(spec)
+        sides = {
+            "engine": lambda: engine_rate(model, 1, spec["tokens"]),
+            "llama": lambda: _llama_rate(llm, start, spec["tokens"]),
+        }
         try:
             engine_rate(model, 1, 4)  # warm-up, both
             _llama_rate(llm, start, 4)
             for i in range(spec["alternations"]):
                 model.clear_cache()
-                if i % 2:
-                    theirs = _llama_rate(llm, start, spec["tokens"])
-                ours = engine_rate(model, 1, spec["tokens"])
-                if not i % 2:
-                    theirs = _llama_rate(llm, start, spec["tokens"])
-                pairs.append((ours, theirs))
+                rates = {side: sides[side]() for side in rotated(list(sides), i)}
+                pairs.append((rates["engine"], rates["llama"]))
         finally:
             llm.close()
-    ratio = statistics.median(a / b for a, b in pairs)
-    return {"pairs": pairs, "ratio": ratio, "tokens": spec["tokens"]}
+    return {"pairs": pairs, "tokens": spec["tokens"]}
 
 
 def child_parallel(spec: dict[str, Any]) -> dict[str, Any]:
