@@ -148,6 +148,24 @@ class RuntimeBackendError(QAudioError, RuntimeError):
     """llama.cpp reported a failure while loading or running the model."""
 
 
+class CpuKernelError(RuntimeBackendError):
+    """llama.cpp's fast CPU kernels for quantized weights crash on this CPU.
+
+    Not the model file's fault: the same file runs with the portable kernels.
+
+    Attributes:
+        cpu: The CPU's model name.
+        how: How the process that ran them ended (``"SIGSEGV"``, ``"SIGILL"``, ...).
+        path: The model file that was being loaded.
+    """
+
+    def __init__(self, message: str, cpu: str = "", how: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.cpu = cpu
+        self.how = how
+        self.path = path
+
+
 class ContextOverflowError(QAudioError, ValueError):
     """The prompt (text plus audio tokens) does not fit the context window.
 

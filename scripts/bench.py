@@ -30,6 +30,7 @@ disk in ``--work``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -45,7 +46,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,21 +443,48 @@ def _engine(spec: dict[str, Any]) -> Any:
     return AudioModel(spec["model"], spec["mmproj"], opts)
 
 
+@contextlib.contextmanager
+def _extra_bufts(on: bool) -> Iterator[None]:
+    """``Llama`` takes no ``use_extra_bufts``: set it in the defaults it starts from."""
+    import llama_cpp.llama_cpp as lib
+
+    default = lib.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = on
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
 def _llama(spec: dict[str, Any]) -> Any:
-    """llama-cpp-python's high-level ``Llama`` with the settings every side uses."""
+    """llama-cpp-python's high-level ``Llama`` with the settings every side uses, on the
+    CPU kernels the verdict allows."""
+    from bench_engine import fast_kernels
     from llama_cpp import Llama
 
+    from qaudio_local.engine.cpu_probe import fast_kernel_seam
+    from qaudio_local.engine.gguf_check import check_text_model
+
+    fast = fast_kernels(spec["model"])
+    fast_kernel_seam(check_text_model(spec["model"]).quantized, fast)
     t = spec["threads"]
-    return Llama(
-        model_path=spec["model"],
-        n_ctx=spec["n_ctx"],
-        n_batch=N_BATCH,
-        n_ubatch=N_BATCH,
-        n_threads=t,
-        n_threads_batch=t,
-        flash_attn=True,
-        verbose=False,
-    )
+    with _extra_bufts(fast):
+        return Llama(
+            model_path=spec["model"],
+            n_ctx=spec["n_ctx"],
+            n_batch=N_BATCH,
+            n_ubatch=N_BATCH,
+            n_threads=t,
+            n_threads_batch=t,
+            flash_attn=True,
+            verbose=False,
+        )
 
 
 def _llama_rate(llm: Any, start: list[int], n: int) -> float:
@@ -657,10 +685,12 @@ class Runner:
     def llama_bench(
         self, binary: Path, model: Path, threads: int, positions: int, tokens: int, **tags: Any
     ) -> None:
+        from bench_engine import fast_kernels
+
         self._n += 1
         cmd = [str(binary), "-m", str(model), "-p", str(positions), "-n", str(tokens), "-r", "1"]
         cmd += ["-t", str(threads), "-b", str(N_BATCH), "-ub", str(N_BATCH), "-fa", "on"]
-        cmd += ["-ngl", "0", "-o", "json"]
+        cmd += ["-ngl", "0", "--repack", "1" if fast_kernels(model) else "0", "-o", "json"]
         out, err = self.tmp / f"{self._n}.out", self.tmp / f"{self._n}.err"
         rc, rss = _wait(cmd, out, err, dict(os.environ))
         record: dict[str, Any] = {"kind": "llama_bench", **tags, "rss": rss}

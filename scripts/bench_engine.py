@@ -121,10 +121,22 @@ def plain_loop_rate(model: AudioModel, tokens: int) -> float:
     return (tokens - 1) / dt
 
 
+def fast_kernels(model: str | Path) -> bool:
+    """Whether this GGUF may load with llama.cpp's fast CPU kernels here: the project's
+    CPU-kernel verdict, which every side of a benchmark obeys (the engine by itself,
+    llama.cpp's tools through ``--repack 0`` / ``--no-repack``, ``Llama`` in bench.py)."""
+    from qaudio_local.engine.cpu_probe import kernel_plan
+    from qaudio_local.engine.gguf_check import check_text_model
+
+    return kernel_plan("auto", check_text_model(model).quantized, False).extra_bufts
+
+
 def batched_bench(binary: Path, model: Path, threads: int, tokens: int) -> dict[int, float]:
     """llama.cpp's own llama-batched-bench: S_TG (decode t/s) per number of sequences."""
     cmd = [str(binary), "-m", str(model), "-c", "4096", "-b", "512", "-ub", "512", "-npp", "16"]
     cmd += ["-ntg", str(tokens), "-npl", "1,2,4,8", "-t", str(threads), "-fa", "on"]
+    if not fast_kernels(model):
+        cmd.append("--no-repack")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rates = {}
     for line in out.splitlines():

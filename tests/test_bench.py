@@ -7,6 +7,7 @@ in its own child process, and writes its block into a copy of a README.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -107,3 +108,24 @@ def test_the_engine_is_also_timed_against_llama_in_one_process(smoke: tuple[str,
     assert [q for q, *_ in found] == ["F16", "Q4_K_M"], line
     for _q, mid, low, high in found:
         assert 0 < float(low) <= float(mid) <= float(high), line
+
+
+def test_every_side_obeys_the_cpu_kernel_verdict(tmp_path: Path) -> None:
+    """Where llama.cpp's fast kernels fault (the test seam makes any machine one such), the
+    smoke run still finishes: the engine, ``Llama`` and llama.cpp's tools all load quantized
+    models with the portable kernels."""
+    from qaudio_local.engine.cpu_probe import SEAM_ENV
+
+    env = {
+        **os.environ,
+        SEAM_ENV: "SIGSEGV",
+        "QAUDIO_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--no-readme"]
+    cmd += ["--work", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "A measurement failed" not in proc.stdout
+    decode = table_with(tables(proc.stdout), "GGUF")
+    assert {r[0] for r in decode[2:]} == {"F16", "Q4_K_M"}

@@ -6,6 +6,7 @@ wrap-around, no NaN or inf), and sizes are read the way people type them.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -272,11 +273,15 @@ def model_from_options(opts: dict[str, Any], **extra: Any) -> tuple[Path, Path, 
 
 
 def load_model(opts: dict[str, Any], **extra: Any) -> Any:
-    """Plan, pull and load the model the options name; print its notices on stderr."""
+    """Plan, pull and load the model the options name.
+
+    The model's notices (kernels routed around a CPU fault) are not printed on every run:
+    `qaudio hardware`, `plan` and `selftest` say them once; `--debug` shows them here.
+    """
     from ..engine.model import AudioModel
 
     model_file, mmproj_file, options = model_from_options(opts, **extra)
     model = AudioModel(model_file, mmproj_file, options)
     for notice in model.notices:
-        click.echo(f"note: {notice}", err=True)
+        logging.getLogger("qaudio_local.cli").debug("note: %s", notice)
     return model

@@ -11,10 +11,19 @@ means "not on this machine". The verdict is cached in the user cache folder
 features the build reports, the build's library files and the CPU's flags.
 
 The child's side is :mod:`qaudio_local.selftest.kernel_probe`. It also runs the
-project's audio encoder and libmtmd's on a q8_0 projector. Neither places weights in extra
-buffer types (both allocate them in the backend's default buffer, which runs the plain
-kernels), and the probe confirms it on each machine; should one fault anyway, the runtime
-routes around it (see :func:`kernel_plan`).
+project's audio encoder and libmtmd's on a q8_0 projector, each with the text-model
+kernels it will really be used with (portable ones once a text step has faulted). Neither
+places weights in extra buffer types (both allocate them in the backend's default buffer,
+which runs the plain kernels), and the probe confirms it on each machine; should one fault
+anyway, the runtime routes around it (see :func:`kernel_plan`). The probe's steps run
+without the trial load of :mod:`.gguf_loadcheck` (which would turn a crash into a clean
+error): the probe builds its own tiny models, so a crash there is always the kernels'.
+
+Test seam: with ``QAUDIO_TEST_FAST_KERNEL_FAULT=SIGSEGV`` (or ``SIGILL``) in the
+environment, any process about to load a quantized text model with the fast kernels kills
+itself with that signal (:func:`fast_kernel_seam`), exactly where and how llama.cpp's AMX
+kernels fault on those VMs. It lets every machine run the whole fallback (verdict, trial
+load, wording, selftest, benchmarks); only tests set it.
 """
 
 from __future__ import annotations
@@ -33,15 +42,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import LOAD_CHECK_ENV
 from .results import CPU_KERNELS
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 TEXT_STEPS = tuple(f"text:{q}" for q in ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "Q3_K_M"))
 ENCODER_STEP, MTMD_STEP = "encoder:q8_0", "mtmd:q8_0"
 STEPS = (ENCODER_STEP, *TEXT_STEPS, MTMD_STEP)
 PROBE_TIMEOUT_S = 180.0
 CHILD_MODULE = "qaudio_local.selftest.kernel_probe"  # run by name: it builds models (convert)
 FAULT_ENV = "QAUDIO_PROBE_INJECT_FAULT"  # for tests: "STEP" or "STEP:SIGNAME" kills the child
+SEAM_ENV = "QAUDIO_TEST_FAST_KERNEL_FAULT"  # for tests: fast kernels fault like AMX (see above)
 _WINDOWS_CRASHES = {0xC000001D: "illegal instruction", 0xC0000005: "access violation"}
 
 
@@ -57,6 +68,7 @@ class KernelVerdict:
         probed_at: When the probe ran (UTC, ISO 8601).
         seconds: How long it took.
         cached: Read from the cache rather than probed now.
+        cpu: The CPU's model name, as the system reports it.
     """
 
     steps: tuple[tuple[str, str], ...]
@@ -65,6 +77,7 @@ class KernelVerdict:
     probed_at: str = ""
     seconds: float = 0.0
     cached: bool = False
+    cpu: str = ""
 
     def outcome(self, step: str) -> str:
         """The outcome of ``step`` (``"not run"`` if it never ran)."""
@@ -90,23 +103,24 @@ class KernelVerdict:
         return [(s, o) for s, o in self.steps if o != "ok"]
 
     def summary(self) -> str:
-        """One line for people, e.g. for ``qaudio hardware``."""
+        """One short line for people (``qaudio hardware``, ``plan``, ``selftest``)."""
         if self.error is not None:
             return (
-                f"CPU quantized kernels: not checked ({self.error}) - using the portable "
+                f"CPU quantized kernels: not checked ({_short(self.error)}) - using the portable "
                 "kernels to be safe"
             )
         text = [(s, o) for s, o in self.faults() if s in TEXT_STEPS]
         if text:
             step, how = text[0]
-            what = "AMX faults" if self.amx else "the fast (repacked) kernels fault"
+            what = "AMX kernels" if self.amx else "fast (repacked) kernels"
             line = (
-                f"CPU quantized kernels: {what} on this machine ({how} with a "
-                f"{step.split(':')[1]} model) - using the portable kernels"
+                f"CPU quantized kernels: llama.cpp's {what} fault on this CPU "
+                f"({self.cpu or 'unknown'}; {_short(how)} with a {step.split(':')[1]} model) - "
+                "using the portable kernels (--cpu-kernels portable, chosen automatically)"
             )
         else:
             fast = "repacked and AMX" if self.amx else "repacked"
-            line = f"CPU quantized kernels: the fast ({fast}) kernels run on this machine"
+            line = f"CPU quantized kernels: the fast ({fast}) kernels run on this CPU"
         if self.outcome(ENCODER_STEP) != "ok":
             line += "; the audio encoder's quantized kernels fault (it uses F32 weights)"
         if self.outcome(MTMD_STEP) != "ok":
@@ -128,7 +142,13 @@ class KernelVerdict:
             amx=bool(d.get("amx")),
             probed_at=str(d.get("probed_at", "")),
             seconds=float(d.get("seconds", 0.0)),
+            cpu=str(d.get("cpu", "")),
         )
+
+
+def _short(outcome: str, limit: int = 80) -> str:
+    """An outcome cut to fit in one line (signal names are short already)."""
+    return outcome if len(outcome) <= limit else outcome[: limit - 3].rstrip() + "..."
 
 
 # --- the key and the cache -------------------------------------------------------------
@@ -140,6 +160,37 @@ def _cpu_flags() -> str:
             if line.startswith(("flags", "Features")):
                 return line.split(":", 1)[-1].strip()
     return f"{platform.machine()} {platform.processor()}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else what the platform says)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("model name", "Model", "Hardware")):
+                name = line.split(":", 1)[-1].strip()
+                if name:
+                    return " ".join(name.split())
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def fast_kernel_seam(quantized: bool, extra_bufts: bool) -> None:
+    """Test seam: fault as llama.cpp's AMX kernels do, where they would run.
+
+    Called right before a text model is loaded. When ``QAUDIO_TEST_FAST_KERNEL_FAULT`` names
+    a signal (``SIGSEGV``, ``SIGILL``; any other non-empty value means ``SIGILL``) and a
+    quantized model is about to load with extra buffer types on, this process kills itself
+    with that signal: a real signal in a real process, as on an Intel VM whose AMX matmul
+    faults. Only tests set the variable.
+    """
+    spec = os.environ.get(SEAM_ENV, "").strip()
+    if not spec or not (quantized and extra_bufts):
+        return
+    sig = getattr(signal, spec.upper(), signal.SIGILL)
+    if not isinstance(sig, signal.Signals):
+        sig = signal.SIGILL
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), sig)
 
 
 def build_key() -> dict[str, str]:
@@ -157,26 +208,34 @@ def build_key() -> dict[str, str]:
     digest = hashlib.sha256
     return {
         "probe": str(PROBE_VERSION),
+        "library_path": str(lib_dir.resolve()),
         "llama_cpp_python": str(llama.__version__),
         "system_info": llama.llama_print_system_info().decode("utf-8", "replace").strip(),
         "libraries": digest("\n".join(files).encode()).hexdigest()[:16],
         "cpu_flags": digest(_cpu_flags().encode()).hexdigest()[:16],
         "machine": platform.machine(),
+        "seam": os.environ.get(SEAM_ENV, "").strip(),
     }
 
 
-def cache_file() -> Path:
-    """Where the verdict is cached."""
+def cache_file(key: dict[str, str] | None = None) -> Path:
+    """Where the verdict for ``key`` (default: this environment's) is cached.
+
+    One file per environment (library folder, build and CPU), so that two virtual
+    environments used in turn keep a verdict each instead of overwriting one file.
+    """
     from ..paths import cache_dir
 
-    return cache_dir() / "cpu-kernels.json"
+    key = key or build_key()
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"cpu-kernels-{name}.json"
 
 
 def cached_verdict(key: dict[str, str] | None = None) -> KernelVerdict | None:
     """The cached verdict for this build and CPU, or ``None``."""
     key = key or build_key()
     try:
-        data = json.loads(cache_file().read_text())
+        data = json.loads(cache_file(key).read_text())
         if data.get("key") != key:
             return None
         verdict = KernelVerdict.from_dict(data["verdict"])
@@ -186,7 +245,7 @@ def cached_verdict(key: dict[str, str] | None = None) -> KernelVerdict | None:
 
 
 def _store(key: dict[str, str], verdict: KernelVerdict) -> None:
-    path = cache_file()
+    path = cache_file(key)
     with contextlib.suppress(OSError):  # a read-only cache only costs probing again
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cpu-kernels.", dir=path.parent)
@@ -248,21 +307,22 @@ def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) ->
     notices = []
     extra = verdict.text_fast_ok or not text_quantized
     if not extra:
+        what = "AMX" if verdict.amx else "fast (repacked)"
         notices.append(
-            f"{verdict.summary()}; decoding speed is about the same, long prompts may be "
-            "slower where AMX would have worked (`--cpu-kernels fast` forces them)"
+            f"llama.cpp's {what} kernels fault on this CPU; the quantized text model uses the "
+            "portable kernels (`qaudio hardware` says more)"
         )
     widen = projector_quantized and not verdict.encoder_ok
     if widen:
         notices.append(
-            f"the audio encoder's quantized kernels fault on this machine "
-            f"({verdict.outcome(ENCODER_STEP)}); it runs on F32 copies of the projector weights"
+            "the audio encoder's quantized kernels fault on this CPU; it runs on F32 copies of "
+            "the projector weights"
         )
     mtmd_fault = None
     if projector_quantized and not verdict.mtmd_ok:
         mtmd_fault = (
-            f"llama.cpp's audio path (libmtmd) faults on this machine with a quantized "
-            f"projector ({verdict.outcome(MTMD_STEP)}); use --audio-path faithful or an f16 "
+            f"llama.cpp's audio path (libmtmd) faults on this CPU with a quantized projector "
+            f"({_short(verdict.outcome(MTMD_STEP))}); use --audio-path faithful or an f16 "
             "projector"
         )
     return KernelPlan(extra, widen, mtmd_fault, tuple(notices))
@@ -291,7 +351,11 @@ def _child_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parent.parent)  # the folder holding qaudio_local
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONFAULTHANDLER"] = ""  # a fault is an answer here, not a report
+    env["GGML_NO_BACKTRACE"] = "1"  # no gdb attached to a fault
     env.pop("QAUDIO_CPU_KERNELS", None)
+    # no trial load (it would turn a crash into a clean error): the probe's own tiny models
+    # are sound, so a crash in a step is always the kernels'
+    env[LOAD_CHECK_ENV] = "child"
     return env
 
 
@@ -362,4 +426,5 @@ def run_probe(
         amx=amx,
         probed_at=stamp,
         seconds=round(time.monotonic() - t0, 2),
+        cpu=cpu_name(),
     )

@@ -13,7 +13,10 @@ and decoded once:
    audio path's).
 
 A child killed by a signal (SIGABRT from ``GGML_ASSERT``, SIGSEGV) becomes a
-:class:`~qaudio_local.errors.ModelFileError` naming the file and llama.cpp's last words.
+:class:`~qaudio_local.errors.ModelFileError` naming the file and llama.cpp's last words,
+unless it died in the text model with the fast CPU kernels and a second child runs the
+same file with the portable ones: that is a
+:class:`~qaudio_local.errors.CpuKernelError` naming the CPU and ``--cpu-kernels portable``.
 The verdict is cached in :func:`qaudio_local.paths.cache_dir` under ``load-checks/``, keyed
 by each file's size, modification time and header digest, the options that change which
 code runs, and the llama-cpp-python version, so the check runs once per pair. A child that
@@ -36,13 +39,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelFileError, RuntimeBackendError
+from ..config import LOAD_CHECK_ENV
+from ..errors import CpuKernelError, ModelFileError, RuntimeBackendError
 from ..paths import cache_dir
+from .cpu_probe import SEAM_ENV, cpu_name
 
 if TYPE_CHECKING:
     from .gguf_check import ProjectorInfo, TextModelInfo
 
-ENV = "QAUDIO_LOAD_CHECK"
+ENV = LOAD_CHECK_ENV
 ENV_TIMEOUT = "QAUDIO_LOAD_CHECK_TIMEOUT"
 CHILD = "qaudio_local.engine.gguf_loadchild"  # run by module name: never imported here
 CLEAN_EXIT = 10  # the child met a clean (QAudioError) failure: no verdict about crashes
@@ -54,23 +59,26 @@ def check_loads(model: TextModelInfo, projector: ProjectorInfo, options: Any) ->
 
     Raises:
         ModelFileError: llama.cpp crashed on one of the files in the trial (named).
+        CpuKernelError: The fast CPU kernels crashed on the text model, which runs with the
+            portable ones (the CPU's fault, not the file's).
         RuntimeBackendError: The trial did not finish in time.
     """
     if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off", "child"):
         return
     key = _cache_key(model, projector, options)
     entry = cache_dir() / "load-checks" / f"{key}.json"
-    cached = _read_json(entry)
-    if cached is not None:
-        if cached.get("ok"):
-            return
-        raise ModelFileError(str(cached["message"]), path=str(cached["path"]))
-    verdict = _trial(model, projector, options)
+    verdict = _read_json(entry)
     if verdict is None:
-        return  # a clean failure, not cached: this process meets it too
-    _write_json(entry, verdict)
-    if not verdict["ok"]:
-        raise ModelFileError(str(verdict["message"]), path=str(verdict["path"]))
+        verdict = _trial(model, projector, options)
+        if verdict is None:
+            return  # a clean failure, not cached: this process meets it too
+        _write_json(entry, verdict)
+    if verdict.get("ok"):
+        return
+    message, path = str(verdict.get("message")), str(verdict.get("path"))
+    if verdict.get("kind") == "kernels":
+        raise CpuKernelError(message, str(verdict.get("cpu")), str(verdict.get("how")), path)
+    raise ModelFileError(message, path=path)
 
 
 def _cache_key(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> str:
@@ -87,6 +95,7 @@ def _cache_key(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> 
     opts = dataclasses.asdict(options)
     code = {k: opts[k] for k in ("audio_path", "cpu_kernels", "mmproj_on_gpu", "kv_type")}
     code["gpu"] = opts["n_gpu_layers"] != 0
+    code["seam"] = os.environ.get(SEAM_ENV, "")  # a test's simulated fault is not this CPU's
     raw = json.dumps([files, code, llama_version], sort_keys=True).encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
@@ -105,27 +114,21 @@ def _timeout(model: TextModelInfo, projector: ProjectorInfo) -> float:
 def _trial(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> dict[str, Any] | None:
     """Run the child; return the verdict to cache (``None``: a clean failure, not cached).
 
+    A crash in the text stage with the fast CPU kernels on is tried again with the
+    portable ones: if the file then loads and decodes, the kernels are to blame, not it.
+
     Raises:
         RuntimeBackendError: The child did not finish in time.
     """
+    opts = dataclasses.asdict(options)
     job = {
         "model": str(model.path),
         "mmproj": str(projector.path),
         "n_layer": model.n_layer,
         "quantized": model.quantized,
-        "options": dataclasses.asdict(options),
+        "options": opts,
     }
-    cmd = [sys.executable, "-m", CHILD, json.dumps(job)]
-    env = {**os.environ, ENV: "child", "GGML_NO_BACKTRACE": "1"}  # no gdb run on an abort
-    timeout = _timeout(model, projector)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeBackendError(
-            f"a trial load of {model.path.name} with {projector.path.name} did not finish in "
-            f"{timeout:.0f} s; if the machine is busy, retry (or set {ENV_TIMEOUT} higher), "
-            f"or set {ENV}=0 to skip the trial"
-        ) from exc
+    proc = _run_child(job, model, projector)
     out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode == 0 and "ok\n" in out:
         return {"ok": True}
@@ -134,14 +137,61 @@ def _trial(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> dict
     stages = re.findall(r"^stage (\w+)$", out, re.M)
     stage = stages[-1] if stages else "text"
     info = model if stage == "text" else projector
-    what = _STAGES.get(stage, "projector file")
     reason = _last_words(proc.stderr.decode("utf-8", "replace"), proc.returncode)
+    if stage == "text" and re.search(r"^kernels fast$", out, re.M):
+        portable = {**job, "text_only": True}
+        portable["options"] = {**opts, "cpu_kernels": "portable"}
+        again = _run_child(portable, model, projector)
+        if again.returncode == 0 and "ok\n" in again.stdout.decode("utf-8", "replace"):
+            return _kernel_verdict(model, options, proc.returncode, reason)
     message = (
-        f"llama.cpp crashes on {what} {info.path} ({reason}) when it loads and runs it, so it "
-        "is not loaded here; the file is damaged or was not made for Qwen2-Audio: convert it "
-        "again (`qaudio convert`) or download it again"
+        f"llama.cpp crashes on {_STAGES.get(stage, 'projector file')} {info.path} ({reason}) "
+        "when it loads and runs it, so it is not loaded here; the file is damaged or was not "
+        "made for Qwen2-Audio: convert it again (`qaudio convert`) or download it again"
     )
     return {"ok": False, "message": message, "path": str(info.path)}
+
+
+def _run_child(
+    job: dict[str, Any], model: TextModelInfo, projector: ProjectorInfo
+) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-m", CHILD, json.dumps(job)]
+    env = {**os.environ, ENV: "child", "GGML_NO_BACKTRACE": "1"}  # no gdb run on an abort
+    timeout = _timeout(model, projector)
+    try:
+        return subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeBackendError(
+            f"a trial load of {model.path.name} with {projector.path.name} did not finish in "
+            f"{timeout:.0f} s; if the machine is busy, retry (or set {ENV_TIMEOUT} higher), "
+            f"or set {ENV}=0 to skip the trial"
+        ) from exc
+
+
+def _kernel_verdict(
+    model: TextModelInfo, options: Any, returncode: int, reason: str
+) -> dict[str, Any]:
+    """The verdict when the fast kernels crash and the portable ones run the same file."""
+    cpu = cpu_name()
+    how = reason.split(":", 1)[0]
+    asked = (
+        "you asked for them with --cpu-kernels fast"
+        if options.cpu_kernels == "fast"
+        else "the automatic check did not catch this"
+    )
+    message = (
+        f"llama.cpp's fast CPU kernels for quantized weights crash on this CPU ({cpu}; {how}) "
+        f"when they run {model.path.name}, which runs fine with the portable kernels ({asked}); "
+        "use --cpu-kernels portable (or QAUDIO_CPU_KERNELS=portable)"
+    )
+    return {
+        "ok": False,
+        "kind": "kernels",
+        "message": message,
+        "path": str(model.path),
+        "cpu": cpu,
+        "how": how,
+    }
 
 
 def _last_words(stderr: str, returncode: int) -> str:

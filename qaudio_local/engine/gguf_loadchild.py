@@ -30,10 +30,13 @@ def _text_alone(model_path: str, n_layer: int, quantized: bool, options: Any) ->
     import ctypes
 
     from .backend import llama_modules
-    from .cpu_probe import kernel_plan
+    from .cpu_probe import fast_kernel_seam, kernel_plan
 
     llama, _ = llama_modules()
     kernels = kernel_plan(options.cpu_kernels, quantized, False)
+    sys.stdout.write(f"kernels {'fast' if kernels.extra_bufts else 'portable'}\n")
+    sys.stdout.flush()
+    fast_kernel_seam(quantized, kernels.extra_bufts)
     mparams = llama.llama_model_default_params()
     mparams.use_extra_bufts = kernels.extra_bufts
     layers = options.n_gpu_layers
@@ -84,9 +87,10 @@ def _pair(model_path: str, mmproj_path: str, options: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The child: one JSON argument (the files and options); prints ``stage`` lines, then
-    ``ok``. ``QAUDIO_LOAD_CHECK_INJECT_FAULT=text|pair`` aborts at that stage, ``hang``
-    never ends (for tests)."""
+    """The child: one JSON argument (the files and options); prints ``stage`` lines (and
+    which text-model kernels it used), then ``ok``. With ``"text_only"`` in the job it stops
+    after the text model. ``QAUDIO_LOAD_CHECK_INJECT_FAULT=text|pair`` aborts at that
+    stage, ``hang`` never ends (for tests)."""
     from .results import ModelOptions
 
     job = json.loads((argv if argv is not None else sys.argv[1:])[0])
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if fault == "text":
             os.abort()
         _text_alone(job["model"], int(job["n_layer"]), bool(job["quantized"]), options)
+        if job.get("text_only"):
+            sys.stdout.write("ok\n")
+            return 0
         _stage("pair")
         if fault == "pair":
             os.abort()

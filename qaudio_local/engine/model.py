@@ -104,7 +104,7 @@ class AudioModel:
             raise
 
     def _load(self) -> None:
-        from .cpu_probe import kernel_plan
+        from .cpu_probe import fast_kernel_seam, kernel_plan
 
         llama, opts = self._llama, self.options
         threads = opts.n_threads or os.cpu_count() or 1
@@ -120,6 +120,7 @@ class AudioModel:
         mparams.n_gpu_layers = (
             self.model_info.n_layer + 1 if opts.n_gpu_layers < 0 else opts.n_gpu_layers
         )
+        fast_kernel_seam(self.model_info.quantized, kernels.extra_bufts)
         mark = log_mark()
         self._model = llama.llama_model_load_from_file(str(self.model_info.path).encode(), mparams)
         self.weight_buffers = tuple(
