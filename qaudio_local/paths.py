@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 APP_NAME = "qaudio-local"
@@ -102,11 +103,41 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co").rstrip("/")
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new file next to ``path``, created with mode 0o666 so that the umask applies, as it
+    does to any file a program writes (``tempfile.mkstemp`` gives 0o600 whatever the umask).
+    When ``path`` exists, the new file takes its mode: rewriting keeps a ``chmod``."""
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        if mode is not None:
+            try:
+                os.chmod(tmp, mode)
+            except OSError:
+                os.close(fd)
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return fd, tmp
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a synced temporary file and a rename, so
-    that ``path`` holds the old content or the new, never half of it."""
+    that ``path`` holds the old content or the new, never half of it.
+
+    A new file gets the usual permissions (0o666 less the umask: 0o644 under umask 022); a
+    file replaced keeps its mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

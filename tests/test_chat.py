@@ -16,11 +16,13 @@ import pytest
 import soundfile as sf
 
 from qaudio_local.chat import Conversation
+from qaudio_local.cli.chat import ChatSession
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.results import ModelOptions, SamplingOptions
 from qaudio_local.errors import ContextFullError, ConversationFileError
 
 from .conftest import tone
+from .test_transcribe import mode, umask
 
 Pair = tuple[Path, Path]
 SHORT = SamplingOptions(max_tokens=10, stop_at_end_of_turn=False)
@@ -89,7 +91,9 @@ def test_save_and_load_refuse_a_changed_clip(
 ) -> None:
     conv = Conversation(model, sampling=SHORT)
     conv.ask("What is it?", [clips[0], tone(0.5, 1000)]).wait()  # a path and an array
-    saved = conv.save(tmp_path / "c.json")
+    with umask(0o022):
+        saved = conv.save(tmp_path / "c.json")
+    assert mode(saved) == 0o644  # a file like any other, not mkstemp's 0o600
     data = json.loads(saved.read_text())
     assert data["format"] == "qaudio-conversation" and len(data["turns"]) == 2
     assert all(len(a["sha256"]) == 64 for a in data["turns"][0]["audio"])
@@ -126,6 +130,53 @@ def test_a_full_context_drops_the_oldest_turns(tiny_gguf: Pair) -> None:
 # --- the terminal chat ---------------------------------------------------------------------
 
 
+def chat_lines(conv: Conversation, *lines: str) -> ChatSession:
+    """Run a chat session over ``conv`` that reads ``lines``, then Ctrl+D."""
+    queue = list(lines)
+
+    def read(prompt: str) -> str:
+        if not queue:
+            raise EOFError
+        return queue.pop(0)
+
+    session = ChatSession(conv, read)
+    session.loop()
+    return session
+
+
+def test_a_path_alone_is_attached_and_the_next_line_asks_about_it(
+    model: AudioModel, clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spaced = tmp_path / "my clip.wav"
+    sf.write(spaced, tone(0.5, 400), 16000)
+    missing = tmp_path / "missing.wav"
+    conv = Conversation(model, sampling=SHORT)
+    chat_lines(conv, str(clips[0]), "What is this sound?", str(spaced), "")
+    err = capsys.readouterr().err
+    assert "[Y/n]" not in err
+    assert "attached: clip0.wav (ask about it, or press Enter to send it alone)" in err
+    assert "attached: my clip.wav (ask about it" in err  # an unquoted path with a space
+    user = [t for t in conv.turns if t.role == "user"]
+    assert [t.text for t in user] == ["What is this sound?", ""]  # the question, a voice turn
+    assert [[Path(c.path or "") for c in t.clips] for t in user] == [[clips[0]], [spaced]]
+    # a file that is not there is named in an error and attaches nothing
+    session = chat_lines(conv, f"/audio {missing}", str(missing))
+    err = capsys.readouterr().err
+    assert f"error: no such file: {missing}" in err
+    assert "attached:" not in err and session.attached == []
+    # of several, only those found are attached, and only they are listed
+    session = chat_lines(conv, f"/audio {clips[1]} {missing} {clips[2]}")
+    err = capsys.readouterr().err
+    assert "error: no such file" in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("attached:")]
+    assert line == "attached: clip1.wav, clip2.wav (2 clips in all; ask about them, or press " + (
+        "Enter to send them alone)"
+    )
+    assert session.attached == [clips[1], clips[2]]
+    chat_lines(conv, "/help")
+    assert "alone on a line is attached" in " ".join(capsys.readouterr().err.split())
+
+
 def spawn_chat(pair: Pair, *extra: str) -> pexpect.spawn:
     env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
     args = ["-m", "qaudio_local", "chat", "--model-file", str(pair[0])]
@@ -152,9 +203,8 @@ def test_a_chat_session_interrupted_saved_and_resumed(
     tiny_gguf: Pair, clips: list[Path], tmp_path: Path
 ) -> None:
     child = spawn_chat(tiny_gguf, "--max-tokens", "12", "--n-ctx", "8192")
-    out = say(child, str(clips[0]), until=r"attach clip0.wav\? \[Y/n\] ")
-    out = say(child, "")
-    assert "attached: clip0.wav" in out
+    out = say(child, str(clips[0]))  # a path alone: attached at once, no question asked
+    assert "attached: clip0.wav (ask about it, or press Enter to send it alone)" in out
     first = say(child, "What is this sound?")
     prompt1, reused1 = stats(child)
     assert reused1 == 0

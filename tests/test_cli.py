@@ -168,6 +168,18 @@ def test_help_explains_the_options(args: tuple[str, ...], expected: list[str]) -
         assert word in text, (word, result.stdout)
 
 
+def test_every_command_takes_debug_after_its_name() -> None:
+    """`qaudio selftest --debug` works as `qaudio --debug selftest` does (and says it)."""
+    assert {"run", "chat", "serve", "transcribe", "selftest", "hardware"} <= set(main.commands)
+    for name in main.commands:
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, (name, result.stderr)
+        assert "--debug" in result.stdout and "llama.cpp's log" in result.stdout, name
+    proc = invoke_process("hardware", "--debug")  # a cheap command: the option is accepted
+    assert proc.returncode == 0 and "CPU:" in proc.stdout, explain(proc)
+    assert "qaudio selftest --debug" in invoke("selftest", "--help").stdout
+
+
 def test_version() -> None:
     from qaudio_local import __version__
 
@@ -621,13 +633,15 @@ def test_context_overflow_names_the_size_needed(tiny_gguf: Pair, tmp_path: Path)
     assert "--n-ctx (at least" in line
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("how", ["flag", "flag-after-the-command", "env"])
 def test_debug_shows_the_traceback(
     tiny_gguf: Pair, tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = run_args(tiny_gguf, tmp_path / "nope.wav")
     if how == "flag":
         args.insert(0, "--debug")
+    elif how == "flag-after-the-command":  # `qaudio run ... --debug`, as messages suggest
+        args.append("--debug")
     else:
         monkeypatch.setenv("QAUDIO_DEBUG", "1")
     proc = invoke_process(*args)

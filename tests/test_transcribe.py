@@ -8,13 +8,17 @@ segment over 30 s, nothing for silence, exact samples, subtitles that parse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,11 +33,32 @@ from qaudio_local.audio.vad import FRAME, Segmenter, VadOptions, make_vad
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.results import ModelOptions
 from qaudio_local.transcribe import FORMATS, TranscribeOptions, transcribe, write_outputs
+from qaudio_local.transcribe.journal import Journal
 from qaudio_local.transcribe.writers import timestamp
 
 DATA = Path(__file__).parent / "data"
 SR = 16000
 Pair = tuple[Path, Path]
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under ``mask`` (the files it creates get ``0o666 & ~mask``)."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def current_umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def clip(key: str) -> np.ndarray:
@@ -145,7 +170,8 @@ def test_transcribe_a_minute_into_every_format(model: AudioModel, tmp_path: Path
     for s in segments:
         assert s.start == s.start_sample / SR and s.end == s.end_sample / SR
         assert s.tokens and s.avg_logprob < 0 and 0 <= s.no_speech_prob <= 1
-    paths = write_outputs(tmp_path / "out" / "minute", FORMATS, segments, tr.info)
+    with umask(0o027):
+        paths = write_outputs(tmp_path / "out" / "minute", FORMATS, segments, tr.info)
     assert [p.name for p in paths] == [
         "minute.txt",
         "minute.srt",
@@ -153,6 +179,11 @@ def test_transcribe_a_minute_into_every_format(model: AudioModel, tmp_path: Path
         "minute.json",
         "minute.verbose.json",
     ]
+    assert [mode(p) for p in paths] == [0o640] * 5  # as the umask says, not mkstemp's 0o600
+    paths[0].chmod(0o600)
+    write_outputs(tmp_path / "out" / "minute", ["txt"], segments, tr.info)
+    assert mode(paths[0]) == 0o600  # a file written again keeps its mode
+    assert sorted((tmp_path / "out").iterdir()) == sorted(paths)  # no temporary file left
     subs = list(srt.parse(paths[1].read_text()))
     cues = list(webvtt.read(str(paths[2])))
     assert len(subs) == len(cues) == sum(1 for s in segments if s.text.strip())
@@ -233,8 +264,11 @@ def test_resume_after_kill_gives_the_same_output(tiny_gguf: Pair, tmp_path: Path
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "cut" / "ten.srt").exists()  # no half-written output
+    kept = len(Journal(journal, json.loads(journal.read_text().splitlines()[0])).done)
     code, out, err, _ = _run_cli(tiny_gguf, *args, "--output-dir", tmp_path / "cut")
     assert code == 0, err
+    said = re.search(r"ten.wav: resuming (\d+) segments from the journal \((.+)\)", err)
+    assert said and int(said.group(1)) == kept >= 3 and Path(said.group(2)) == journal, err
     assert not journal.exists()  # done: the journal is gone
     for name in ("ten.srt", "ten.verbose.json"):
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
@@ -276,8 +310,11 @@ def test_a_folder_with_a_bad_file_and_stdin(tiny_gguf: Pair, tmp_path: Path) -> 
     assert "error: " in err and "broken.wav" in err and "Traceback" not in err
     assert "done: 2 of 3 files" in err
     assert (tmp_path / "o" / "one.txt").exists() and (tmp_path / "o" / "sub" / "two.txt").exists()
+    assert mode(tmp_path / "o" / "one.txt") == 0o666 & ~current_umask()
     code, out, err, _ = _run_cli(tiny_gguf, folder, "-o", "txt", "--output-dir", tmp_path / "o")
-    assert "already transcribed" in err  # finished files are not done again
+    assert "already transcribed" in err  # finished files are not done again ...
+    assert "done: 0 of 3 files (2 already transcribed, skipped), 0:00 of audio" in err  # ... and
+    # counted as such (broken.wav failed again)
     proc = subprocess.run(
         [sys.executable, "-m", "qaudio_local", "transcribe", "-", "-o", "srt,txt"]
         + ["--output-dir", str(tmp_path / "s"), "--model-file", str(tiny_gguf[0])]

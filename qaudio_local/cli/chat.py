@@ -27,7 +27,7 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".ai
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int}
 WARN_AT = 0.75  # of the context used
 HELP = """commands:
-  /audio PATH...     attach audio to your next message (a path alone on a line is offered too)
+  /audio PATH...     attach audio to your next message (a path alone on a line does it too)
   /clear             forget the conversation
   /system TEXT       set the system prompt
   /set NAME VALUE    temperature, top_p, top_k, max_tokens or seed
@@ -37,8 +37,9 @@ HELP = """commands:
   /stats             tokens, timings, context used and left
   /help              this list
   /bye               leave (or Ctrl+D)
-\"\"\" starts and ends a message of several lines; Enter with only attachments sends a
-voice turn; Ctrl+C stops an answer and keeps the conversation."""
+An audio file's path typed (or dropped) alone on a line is attached, not sent: then ask
+about it, or press Enter to send it alone (a voice turn). \"\"\" starts and ends a message of
+several lines; Ctrl+C stops an answer and keeps the conversation."""
 
 
 def _use_color() -> bool:
@@ -76,15 +77,19 @@ def _history() -> Iterator[None]:
 
 
 def _as_path(line: str) -> Path | None:
-    """A line that is only a path to an audio file (as typed, quoted or dropped)."""
+    """A line that is only a path to an audio file (as typed, quoted, escaped or dropped)."""
     try:
         words = shlex.split(line)
-    except ValueError:
-        return None
-    if len(words) != 1:
-        return None
-    p = Path(words[0]).expanduser()
-    return p if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() else None
+    except ValueError:  # e.g. an apostrophe in a file name
+        words = []
+    for candidate in ([words[0]] if len(words) == 1 else []) + [line]:
+        try:
+            p = Path(candidate).expanduser()
+            if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
+                return p
+        except (OSError, RuntimeError):  # a name too long for a path; ~user unknown
+            continue
+    return None
 
 
 class ChatSession:
@@ -141,30 +146,46 @@ class ChatSession:
         if text.startswith("/") and path is None:
             name, _, rest = text[1:].partition(" ")
             command = getattr(self, f"cmd_{name.lower()}", None)
+            if command is None and Path(text).suffix.lower() in AUDIO_SUFFIXES:
+                note(f"error: no such file: {text}", "red")  # a mistyped absolute path
+                return
             if command is None:
                 note(f"unknown command /{name}; /help lists them", "red")
                 return
             command(rest.strip())
             return
-        if path is not None:
-            answer = self.read(f"attach {path.name}? [Y/n] ").strip().lower()
-            if answer in ("", "y", "yes"):
-                self._attach([path])
-                return
+        if path is not None:  # attached at once: the next line is the question about it
+            self.attach([path])
+            return
         if not text and not self.attached:
             return
         self._turn(line if "\n" in line else text)
 
     # -- turns -------------------------------------------------------------------------------
 
-    def _attach(self, paths: list[Path]) -> None:
+    def attach(self, paths: list[Path]) -> None:
+        """Attach the files that exist; say which were attached (nothing if none was)."""
+        new = []
         for p in paths:
-            if not p.is_file():
+            try:
+                found = p.is_file()
+            except OSError:  # e.g. a name too long for a path
+                found = False
+            if not found:
                 note(f"error: no such file: {p}", "red")
                 continue
-            self.attached.append(p)
-        names = ", ".join(p.name for p in self.attached)
-        note(f"attached: {names} (ask about it, or press Enter to send it alone)", "cyan")
+            new.append(p)
+        if not new:
+            return
+        self.attached += new
+        n = len(self.attached)
+        names = ", ".join(p.name for p in new)
+        hint = (
+            "ask about it, or press Enter to send it alone"
+            if n == 1
+            else f"{n} clips in all; ask about them, or press Enter to send them alone"
+        )
+        note(f"attached: {names} ({hint})", "cyan")
 
     def _turn(self, text: str) -> None:
         dropped = self.conv.dropped
@@ -203,13 +224,13 @@ class ChatSession:
     def cmd_audio(self, rest: str) -> None:
         try:
             paths = [Path(w).expanduser() for w in shlex.split(rest)]
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # unbalanced quotes; ~user unknown
             note(f"error: {exc}", "red")
             return
         if not paths:
             note("usage: /audio PATH...", "red")
             return
-        self._attach(paths)
+        self.attach(paths)
 
     def cmd_clear(self, rest: str) -> None:
         self.conv.clear()
@@ -316,12 +337,10 @@ def chat(audio: tuple[Path, ...], system_prompt: str, **opts: Any) -> None:
     with load_model(opts) as model:
         conv = Conversation(model, system=system_prompt, sampling=sampling_from(opts))
         session = ChatSession(conv)
-        session.attached = list(audio)
         note(
             f"qaudio chat: context {model.n_ctx} tokens; /help for commands, Ctrl+D to leave",
             "cyan",
         )
-        if audio:
-            note(f"attached: {', '.join(p.name for p in audio)}", "cyan")
+        session.attach(list(audio))
         with _history():
             session.loop()

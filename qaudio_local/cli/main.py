@@ -1,8 +1,8 @@
 """The ``qaudio`` group, the error table and the options several commands share.
 
 Errors are printed as one line (``error: ...``) with exit code 2 for bad input
-and 1 for failures; ``--debug`` or ``QAUDIO_DEBUG=1`` adds the traceback and
-llama.cpp's own log.
+and 1 for failures; ``--debug`` (before or after the command's name) or ``QAUDIO_DEBUG=1``
+adds the traceback and llama.cpp's own log.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-def _debug(ctx: click.Context | None) -> bool:
+def debug_requested(ctx: click.Context | None) -> bool:
+    """Whether --debug (anywhere on the command line) or QAUDIO_DEBUG asks for tracebacks."""
     obj = ctx.find_root().obj if ctx is not None else None
     return bool(obj and obj.get("debug")) or debug_enabled()
 
@@ -95,7 +96,7 @@ def handle_errors(func: F) -> F:
             click.echo("\nerror: interrupted", err=True)
             sys.exit(130)
         except Exception as exc:
-            if _debug(click.get_current_context(silent=True)):
+            if debug_requested(click.get_current_context(silent=True)):
                 traceback.print_exc()
             code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
             msg = (
@@ -109,8 +110,45 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+DEBUG_HELP = "Show tracebacks and llama.cpp's log on stderr."
+
+
+def _enable_debug(ctx: click.Context) -> None:
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = {}
+    root.obj["debug"] = True
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+def _debug_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        _enable_debug(ctx)
+
+
+def debug_option() -> click.Option:
+    """``--debug`` for a subcommand: ``qaudio selftest --debug`` is ``qaudio --debug selftest``.
+
+    Eager, so it is on before the other options are checked and the command runs.
+    """
+    return click.Option(
+        ["--debug"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_debug_flag,
+        help=DEBUG_HELP,
+    )
+
+
 class _Group(click.Group):
-    """The command group: click's own usage errors come out as one ``error:`` line too."""
+    """The command group: click's own usage errors come out as one ``error:`` line too, and
+    every command takes ``--debug`` after its name as well as before it."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name == "debug" for p in cmd.params):
+            cmd.params.append(debug_option())
+        super().add_command(cmd, name)
 
     def main(  # type: ignore[override]
         self, args: Any = None, prog_name: str | None = None, **extra: Any
@@ -137,13 +175,13 @@ class _Group(click.Group):
 
 @click.group("qaudio", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qaudio")
-@click.option("--debug", is_flag=True, help="Show tracebacks and llama.cpp's log on stderr.")
+@click.option("--debug", is_flag=True, help=DEBUG_HELP + " Also accepted after the command.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Run Qwen2-Audio locally: transcribe, translate, or ask about speech, sound and music.
 
     Start with `qaudio selftest` to check the install, then `qaudio run AUDIO ...`.
     """
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": False}
     if debug or debug_enabled():
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+        _enable_debug(ctx)

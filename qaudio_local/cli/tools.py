@@ -79,7 +79,7 @@ def selftest() -> None:
     \b
     Examples:
       qaudio selftest
-      qaudio --debug selftest
+      qaudio selftest --debug
     """
     from ..selftest import GPU_TOLERANCE, run_selftest
 
@@ -114,7 +114,8 @@ def selftest() -> None:
         )
     if not r.ok:
         click.echo(
-            "error: the self-test failed; rerun with --debug and report the output", err=True
+            "error: the self-test failed; run `qaudio selftest --debug` and report the output",
+            err=True,
         )
         sys.exit(1)
     click.echo("OK")

@@ -194,6 +194,7 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
     t0 = time.monotonic()
     done: list[tuple[str, Any]] = []
     failed: list[tuple[str, str]] = []
+    skipped = 0
     extra: dict[str, Any] = {"n_parallel": 1 if opts["deterministic"] else parallel}
     if opts["deterministic"]:  # llama.cpp's CPU flash attention rounds by cache layout
         extra["flash_attn"] = "off"
@@ -208,9 +209,11 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
                 click.echo(f"error: {name}: {exc}", err=True)
                 failed.append((name, str(exc)))
                 continue
-            if info is not None:
+            if info is None:
+                skipped += 1
+            else:
                 done.append((name, info))
-    _summary(done, failed, time.monotonic() - t0, len(inputs))
+    _summary(done, failed, skipped, time.monotonic() - t0, len(inputs))
     if failed:
         sys.exit(1)
 
@@ -242,6 +245,10 @@ def _one(
         return None
     data = sys.stdin.buffer.read() if source == "-" else source
     tr = transcribe(model, data, options, journal=journal)
+    resumed = len(tr.journal.done) if tr.journal is not None else 0
+    if resumed:  # else the progress would start part way with no word why
+        n = f"{resumed} segment{'s' if resumed > 1 else ''}"
+        click.echo(f"{name}: resuming {n} from the journal ({journal})", err=True)
     progress = Progress(name, tr.declared_duration, opts["json_progress"])
     tr.progress = progress
     segments = []
@@ -266,16 +273,19 @@ def _one(
 
 
 def _summary(
-    done: list[tuple[str, Any]], failed: list[tuple[str, str]], secs: float, n: int
+    done: list[tuple[str, Any]], failed: list[tuple[str, str]], skipped: int, secs: float, n: int
 ) -> None:
+    """One line for several files: how many were transcribed now, skipped as done before,
+    and how much audio the ones done now held."""
     if n < 2:
         return
     audio = sum(i.duration for _, i in done)
     speech = sum(i.speech for _, i in done)
     rtf = f", RTF {secs / audio:.3f}" if audio else ""
+    before = f" ({skipped} already transcribed, skipped)" if skipped else ""
     click.echo(
-        f"done: {len(done)} of {n} files, {_duration(audio)} of audio ({_duration(speech)} of "
-        f"speech) in {_duration(secs)}{rtf}",
+        f"done: {len(done)} of {n} files{before}, {_duration(audio)} of audio "
+        f"({_duration(speech)} of speech) in {_duration(secs)}{rtf}",
         err=True,
     )
     for name, why in failed:
