@@ -133,6 +133,18 @@ def test_find_quant_and_projector(catalog: Catalog) -> None:
         find_projector(entry, "bf16")
 
 
+def test_find_file_tells_the_family_of_a_gguf(catalog: Catalog, tmp_path: Path) -> None:
+    """What `qaudio serve --model-file` accepts as model names besides the file's stem."""
+    hub = tmp_path / "dl" / "qwen2-audio-7b-instruct.q4_k_m.gguf"  # a hub file, any case
+    assert catalog.find_file(hub) is catalog.get(NAME)
+    assert catalog.find_file(tmp_path / "tiny-qwen2-audio.F32.gguf") is None
+    home = Path(os.environ["QAUDIO_HOME"])
+    write(home / "m.toml", NEW_MODEL.replace('filename = "tiny.F16.gguf"', 'path = "w/t.gguf"'))
+    write(home / "w" / "t.gguf", "x" * 10)
+    mine = load_catalog([home / "m.toml"])
+    assert mine.find_file(home / "w" / ".." / "w" / "t.gguf") is mine.get("tiny")  # same file
+
+
 # --- user files ----------------------------------------------------------------------------
 
 

@@ -10,7 +10,10 @@ import base64
 import io
 import json
 import os
+import re
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -43,7 +46,7 @@ def _free_port() -> int:
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""  # type: ignore[union-attr]
+        assert proc.poll() is None, LOGS.get(url)
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return
@@ -66,27 +69,75 @@ def tight(tiny_gguf: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
 
 
-def _serve(pair: Pair, factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
-    port = _free_port()
-    home = factory.mktemp("serve-home")
-    env = dict(os.environ, QAUDIO_HOME=str(home))
-    args = [sys.executable, "-m", "qaudio_local", "serve", "--model-file", str(pair[0])]
-    args += ["--mmproj-file", str(pair[1]), "--port", str(port), "--api-key", KEY, "--threads", "2"]
-    proc = subprocess.Popen(
-        [*args, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
-        yield url
-    finally:
-        proc.terminate()
+LOGS: dict[str, list[str]] = {}  # a server's URL -> the lines of its stderr so far
+
+
+class Served:
+    """`qaudio serve` on 127.0.0.1:port (the tiny pair, or the registry's model without);
+    its stderr is read as it comes (a full pipe would stall the server) into ``lines``."""
+
+    def __init__(
+        self, pair: Pair | None, port: int, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        args = [sys.executable, "-m", "qaudio_local", "serve", "--port", str(port)]
+        if pair is not None:
+            args += ["--model-file", str(pair[0]), "--mmproj-file", str(pair[1])]
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [*args, "--threads", "2", *extra],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, prefix: str, timeout: float = 60) -> str:
+        """The first stderr line that starts with ``prefix`` (fails if the process ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [ln for ln in self.lines if ln.startswith(prefix)]
+            if found:
+                return found[0]
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.lines
+            time.sleep(0.02)
+
+    def wait(self, timeout: float = 60) -> int:
+        """The exit code, once the process has ended and its stderr is read."""
         try:
-            proc.wait(timeout=20)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        err = proc.stderr.read() if proc.stderr else ""  # type: ignore[union-attr]
-        assert "Traceback" not in err, err
+            self.proc.kill()
+            raise
+        self._reader.join(timeout=10)
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.wait(timeout=20)
+
+
+def _serve(pair: Pair, factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
+    home = factory.mktemp("serve-home")
+    served = Served(pair, _free_port(), "--api-key", KEY, *extra, env=_env(QAUDIO_HOME=home))
+    LOGS[served.url] = served.lines
+    try:
+        _wait_ready(served.url, served.proc)
+        yield served.url
+    finally:
+        code = served.stop()
+        assert "Traceback" not in "\n".join(served.lines), served.lines
+        assert code == 0, served.lines  # SIGTERM is a normal stop
+
+
+def _env(**changes: str | Path) -> dict[str, str]:
+    return dict(os.environ, **{k: str(v) for k, v in changes.items()})
 
 
 def client(url: str, key: str = KEY) -> openai.OpenAI:
@@ -452,3 +503,126 @@ def test_concurrent_clients(server: str) -> None:
         t.join(timeout=120)
     assert not errors and len(results) == 18
     assert json.dumps([r.usage.completion_tokens for r in results])
+
+
+def test_family_names_are_accepted(server: str) -> None:
+    """A --model-file not in the registry serves the default family: its names work."""
+    c = client(server)
+    for name in ("qwen2-audio-7b-instruct", "Qwen2-Audio", "qwen2-audio-7b", MODEL.upper()):
+        assert c.models.retrieve(name).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        c.models.retrieve("qwen2-audio-7b:Q4_K_M")
+
+
+# --- the process: what it says, when it stops ------------------------------------------------
+
+LOG_LINE = re.compile(r"(GET|POST) (/\S*) (\d{3}|-) (\d+\.\d{3})s")
+
+
+def test_each_request_is_logged_without_keys_queries_or_bodies(server: str) -> None:
+    lines = LOGS[server]
+    before = len(lines)
+    h = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{server}/v1/models?api_key=in-the-query", headers=h).status_code == 200
+    wrong = {"Authorization": "Bearer wrong-key"}
+    assert httpx.post(f"{server}/v1/chat/completions", headers=wrong, json={}).status_code == 401
+    client(server).chat.completions.create(
+        model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "a private question"}]
+    )
+    deadline = time.monotonic() + 10
+    while len(lines) < before + 3:  # each is written once its response has gone out
+        assert time.monotonic() < deadline, lines[before:]
+        time.sleep(0.02)
+    new = lines[before:]
+    parsed = [LOG_LINE.fullmatch(line) for line in new]
+    assert all(parsed), new
+    assert [m.group(1, 2, 3) for m in parsed if m] == [
+        ("GET", "/v1/models", "200"),
+        ("POST", "/v1/chat/completions", "401"),
+        ("POST", "/v1/chat/completions", "200"),
+    ]
+    text = "\n".join(lines)
+    for secret in ("in-the-query", "wrong-key", KEY, "a private question"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("sig", "quiet"),
+    [(signal.SIGINT, "--quiet"), (signal.SIGTERM, "--log-level=warning")],
+    ids=["ctrl-c-quiet", "sigterm-warning"],
+)
+def test_serve_says_when_it_serves_and_stops_cleanly(
+    tiny_gguf: Pair, tmp_path: Path, sig: int, quiet: str
+) -> None:
+    served = Served(tiny_gguf, _free_port(), quiet, env=_env(QAUDIO_HOME=tmp_path))
+    try:
+        line = served.wait_for("serving ")
+        assert httpx.get(f"{served.url}/health").json()["status"] == "ok"  # ready when it says
+        assert httpx.get(f"{served.url}/v1/models").status_code == 200
+    finally:
+        code = served.stop(sig)
+    assert code == 0, served.lines  # a normal stop: a service manager sees no failure
+    assert served.lines[0] == f"loading {MODEL} ..."
+    assert line.startswith(f"serving {MODEL} on {served.url}/v1 (4 in parallel")
+    assert not [ln for ln in served.lines if "/v1/models" in ln or ln.startswith("error")]
+    assert "Traceback" not in "\n".join(served.lines)
+
+
+def test_serve_exits_when_the_model_cannot_be_loaded(tmp_path: Path) -> None:
+    """Nothing pulled and offline: one error line and exit code 1, not a server left
+    answering 503."""
+    served = Served(None, _free_port(), env=_env(QAUDIO_HOME=tmp_path, QAUDIO_OFFLINE="1"))
+    code = served.wait(timeout=60)
+    assert code == 1, served.lines
+    assert served.lines[0] == "loading qwen2-audio-7b-instruct ..."
+    (error,) = [ln for ln in served.lines if ln.startswith("error: ")]
+    assert "offline mode is on" in error and "qaudio pull" in error, served.lines
+    assert not [ln for ln in served.lines if ln.startswith("serving")]
+    assert "Traceback" not in "\n".join(served.lines)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_server_blocks() -> tuple[str, str]:
+    """The shell and Python blocks of README.md's Server section, as a reader copies them."""
+    section = README.read_text().split("\n## Server\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    shell = next(code for lang, code in blocks if lang == "bash")
+    python = next(code for lang, code in blocks if lang == "python")
+    return shell, python
+
+
+def test_the_readmes_server_snippet_runs(tiny_gguf: Pair, tmp_path: Path) -> None:
+    """The README's key file line, its server command, and its Python, as written: only the
+    port and the model files differ."""
+    shell, python = readme_server_blocks()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _env(HOME=home, QAUDIO_HOME=home / "qaudio")
+    (make_key,) = [ln for ln in shell.splitlines() if ".qaudio-key" in ln and "secrets" in ln]
+    subprocess.run(["bash", "-c", make_key], env=env, check=True, cwd=tmp_path)
+    key_file = home / ".qaudio-key"
+    assert key_file.read_text().endswith("\n")  # the newline that used to break the client
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    (command,) = [ln.split("#")[0].split() for ln in shell.splitlines() if "qaudio serve" in ln]
+    assert command[:2] == ["qaudio", "serve"]
+    args = [a.replace("~", str(home)) for a in command[2:]]
+    port = _free_port()
+    served = Served(tiny_gguf, port, *args, env=env)
+    try:
+        served.wait_for("serving ")
+        sf.write(tmp_path / "talk.wav", 0.1 * tone(1.0), 16000)
+        make_recording(tmp_path / "meeting.flac", MINUTE[:4])
+        assert "http://127.0.0.1:8000/v1" in python
+        code = python.replace("http://127.0.0.1:8000/v1", f"{served.url}/v1")
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+    finally:
+        served.stop()
+    assert run.returncode == 0, run.stderr
+    answer, _, subtitles = run.stdout.partition("\n1\n")  # the chat answer, then the SRT
+    assert answer.strip()
+    subs = list(srt.parse("1\n" + subtitles))
+    assert subs and subs[0].start.total_seconds() > 0

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
+import signal
+import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .main import handle_errors, main
+from .main import debug_requested, handle_errors, main
 from .options import check_model_options, load_model, model_options
 
 CTX_PER_SEQUENCE = 2048
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SERVER_LOGGER = "qaudio_local.server"  # the app's logger; the access log is its child
+ACCESS_LOGGER = "qaudio_local.server.access"
 
 
 def _is_loopback(host: str) -> bool:
@@ -62,8 +71,20 @@ def _is_loopback(host: str) -> bool:
     "--alias",
     "aliases",
     multiple=True,
-    help="Another name clients may use for the model (e.g. whisper-1); repeatable.",
+    help="Another name clients may use for the model (e.g. whisper-1); repeatable. The "
+    "registry's names of the model's family (qwen2-audio-7b-instruct, qwen2-audio, ...) are "
+    "always accepted.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="What the server logs on stderr: info adds a line per request (method, path, "
+    "status, seconds; never keys, query strings or bodies), debug adds uvicorn's detail, "
+    "warning and error only problems.",
+)
+@click.option("--quiet", is_flag=True, help="No line per request (the access log).")
 @model_options
 @handle_errors
 @click.pass_context
@@ -73,7 +94,10 @@ def serve(ctx: click.Context, **opts: Any) -> None:
     Endpoints: POST /v1/chat/completions (text and input_audio parts, streaming, usage),
     POST /v1/audio/transcriptions and /v1/audio/translations (json, text, srt, vtt,
     verbose_json; streaming), GET /v1/models, GET /health (503 while the model loads).
-    The model is planned, pulled once and loaded as for `qaudio run`.
+    The model is planned, pulled once and loaded as for `qaudio run`; the server listens
+    at once and says "serving ..." when the model is ready. If the model cannot be
+    loaded, the server stops with the error (exit code 1 or 2); Ctrl+C or SIGTERM stops
+    it normally (exit code 0). One line per request on stderr (--quiet: none).
 
     \b
     Examples:
@@ -114,42 +138,136 @@ def serve(ctx: click.Context, **opts: Any) -> None:
         name = opts["model_name"] or _default_model()
     state = ServerState(
         model_id=name,
-        aliases=tuple(opts["aliases"]),
+        aliases=(*opts["aliases"], *_family_names(opts)),
         parallel=parallel,
         max_queue=opts["max_queue"],
         max_body=opts["max_body_mb"] * 2**20,
         allow_remote_audio=opts["allow_remote_audio"],
     )
-    loaded: list[Any] = []
-
-    def load() -> None:
-        try:
-            model = load_model(opts, n_parallel=parallel)
-        except Exception as exc:  # /health says it; the server keeps answering
-            state.load_error = f"the model could not be loaded: {exc}"
-            click.echo(f"error: {state.load_error}", err=True)
-            return
-        loaded.append(model)
-        state.model = model
-        click.echo(f"ready: {name} ({parallel} in parallel, context {model.n_ctx})", err=True)
-
+    level = opts["log_level"].lower()
+    _log_to_stderr(level, quiet=opts["quiet"], tracebacks=debug_requested(ctx))
     config = uvicorn.Config(
         create_app(state, key),
         host=opts["host"],
         port=opts["port"],
-        log_level="warning",
-        access_log=False,
+        log_level="debug" if level == "debug" else "error" if level == "error" else "warning",
+        access_log=False,  # ours (server/access.py) has the duration and never the query
         timeout_graceful_shutdown=5,
         h11_max_incomplete_event_size=HTTP_READ_LIMIT,  # big headers get 431, not a reset
     )
-    server = uvicorn.Server(config)
-    click.echo(f"serving {name} on http://{opts['host']}:{opts['port']}/v1 ...", err=True)
+    _run(uvicorn.Server(config), state, opts)
+
+
+def _run(server: Any, state: Any, opts: dict[str, Any]) -> None:
+    """Listen at once (/health says "loading") while the model loads in a thread; say when
+    it serves. A model that cannot be loaded stops the server: its error is raised here, so
+    the process exits non-zero with the usual one line. Ctrl+C or SIGTERM is a normal stop."""
+    host = f"[{opts['host']}]" if ":" in opts["host"] else opts["host"]
+    url = f"http://{host}:{opts['port']}/v1"
+    loaded: list[Any] = []
+    failed: list[Exception] = []
+
+    def load() -> None:
+        try:
+            model = load_model(opts, n_parallel=state.parallel)
+        except Exception as exc:
+            state.load_error = f"the model could not be loaded: {exc}"  # /health, meanwhile
+            failed.append(exc)
+            server.should_exit = True  # uvicorn looks at it every 0.1 s
+            return
+        loaded.append(model)
+        state.model = model
+        while not server.started and not server.should_exit:  # listening, not just loaded
+            time.sleep(0.02)
+        if server.started and not server.should_exit:
+            click.echo(
+                f"serving {state.model_id} on {url} ({state.parallel} in parallel, context "
+                f"{model.n_ctx})",
+                err=True,
+            )
+
+    click.echo(f"loading {state.model_id} ...", err=True)
     threading.Thread(target=load, name="qaudio-load", daemon=True).start()
     try:
-        server.run()
+        with _sigterm_stops():
+            server.run()
+    except KeyboardInterrupt:  # uvicorn stopped first, then passed the signal on
+        pass
     finally:
         for model in loaded:
             model.close()
+    if failed:
+        raise failed[0]
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM as Ctrl+C: uvicorn stops gracefully on either, then sends the signal again
+    to the handler it found, which would otherwise end the process by SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class _StderrLines(logging.Formatter):
+    """Access lines as they are; other records as ``warning: ...``, with the traceback of
+    an exception only with --debug."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            tb = self.formatException(record.exc_info) if self.tracebacks else ""  # type: ignore[arg-type]
+            msg += f"\n{tb}" if tb else f": {type(exc).__name__}: {exc}"
+        if record.name == ACCESS_LOGGER:
+            return msg
+        return f"{record.levelname.lower()}: {msg}"
+
+
+def _log_to_stderr(level: str, *, quiet: bool, tracebacks: bool) -> None:
+    """The server's log (the access log at INFO, its errors) on stderr at ``level``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("qaudio serve")
+    handler.setFormatter(_StderrLines(tracebacks))
+    log = logging.getLogger(SERVER_LOGGER)
+    for old in [h for h in log.handlers if h.get_name() == "qaudio serve"]:  # a second run
+        log.removeHandler(old)
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False  # not twice when --debug has set up the root logger
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING if quiet else logging.NOTSET)
+
+
+def _family_names(opts: dict[str, Any]) -> tuple[str, ...]:
+    """The registry's names of the served model's family, which clients may use as the
+    ``model``: the entry of a registry model; for --model-file the entry one of whose files
+    it is by name, else the default model's (this project serves one family, Qwen2-Audio,
+    and a file converted with `qaudio convert` is named after its checkpoint)."""
+    from ..errors import QAudioError
+    from ..models.registry import load_catalog
+
+    try:
+        catalog = load_catalog()
+        if opts["model_file"] is not None:
+            entry = catalog.find_file(opts["model_file"]) or catalog.get()
+        else:
+            entry, _ = catalog.resolve(opts["model_name"])
+    except QAudioError:  # a broken user registry or an unknown name: loading will say it
+        return ()
+    return (entry.name, *entry.aliases)
 
 
 def _default_model() -> str:

@@ -135,6 +135,19 @@ class Catalog:
                 return m
         raise UnknownModelError(name or "", kind="model", valid=self.names)
 
+    def find_file(self, path: str | Path) -> ModelEntry | None:
+        """The model one of whose text-model GGUFs ``path`` is, told by its file name (a
+        hub file's name, e.g. ``Qwen2-Audio-7B-Instruct.Q4_K_M.gguf``, case-insensitive)
+        or by being a registry entry's own ``path``; ``None`` when no model claims it."""
+        p = Path(path).expanduser()
+        for m in self.models:
+            for q in m.quants:
+                if q.local_path is not None and _same_file(q.local_path, p):
+                    return m
+                if q.file.filename.rsplit("/", 1)[-1].casefold() == p.name.casefold():
+                    return m
+        return None
+
     def resolve(self, spec: str | None = None) -> tuple[ModelEntry, str]:
         """Resolve ``"name[:quant]"`` to the entry and the quant's canonical name or ``"auto"``.
 
@@ -150,6 +163,13 @@ class Catalog:
         if not quant or quant.casefold() == "auto":
             return entry, "auto"
         return entry, find_quant(entry, quant).name
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a == b
 
 
 def find_quant(entry: ModelEntry, name: str) -> Quant:

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ..errors import QAudioError
+from .access import AccessLog
 from .common import Busy, ServerState, check_model, ready
 from .http import LimitBody, RequireKey, error_response, param_of
 from .inputs import InputError
@@ -30,12 +31,13 @@ logger.addHandler(logging.NullHandler())
 
 
 def create_app(state: ServerState, api_key: str | None = None) -> Any:
-    """The ASGI application (wrapped in the body limit and the key check)."""
+    """The ASGI application, wrapped in the body limit and the key check, and outermost in
+    the access log (so that a 401 or a 413 is logged too)."""
     app = FastAPI(title="qaudio-local", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.qaudio = state
     _handlers(app)
     _routes(app, state)
-    return LimitBody(RequireKey(app, api_key), state.max_body)
+    return AccessLog(LimitBody(RequireKey(app, api_key), state.max_body))
 
 
 def _handlers(app: FastAPI) -> None:

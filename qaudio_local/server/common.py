@@ -21,7 +21,9 @@ class ServerState:
     """What the routes share.
 
     Attributes:
-        model_id: The name clients use (``model`` field); ``aliases`` are accepted too.
+        model_id: The name clients use (``model`` field); ``aliases`` are accepted too
+            (``qaudio serve`` passes its ``--alias`` names and the registry's names of the
+            model's family). Names are compared without regard to case.
         model: The loaded :class:`~qaudio_local.engine.model.AudioModel`, ``None`` while loading.
         parallel: Sequences decoded at once.
         max_queue: Requests that may wait beyond those.
@@ -110,7 +112,8 @@ def ready(state: ServerState) -> Any:
 
 
 def check_model(state: ServerState, name: str | None, param: str = "model") -> None:
-    if name and name not in (state.model_id, *state.aliases):
+    """404 unless ``name`` (if given) is the model's id or one of its aliases (any case)."""
+    if name and name.casefold() not in {n.casefold() for n in (state.model_id, *state.aliases)}:
         raise InputError(
             f"the model {name!r} does not exist here; this server runs {state.model_id!r} "
             "(GET /v1/models)",
