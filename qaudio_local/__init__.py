@@ -1,7 +1,18 @@
 """qaudio-local: Qwen2-Audio on consumer hardware through llama.cpp.
 
 The public API; importing it does not load llama.cpp (that happens when a model
-is created).
+is created)::
+
+    import qaudio_local as qa
+
+    with qa.load_model("qwen2-audio", parallel=4) as model:   # plan, pull once, load
+        for seg in qa.transcribe(model, "meeting.flac"):
+            print(f"[{seg.start:.1f}] {seg.text}")
+        chat = qa.Conversation(model)
+        chat.add("What is said here?", ["meeting.flac"])
+        print(chat.reply().wait().text)
+
+Errors are the classes of :mod:`qaudio_local.errors` (all derive from ``QAudioError``).
 """
 
 from __future__ import annotations
@@ -14,23 +25,34 @@ __all__ = [
     "AudioClip",
     "AudioModel",
     "Chunk",
+    "Conversation",
     "Generation",
     "Message",
     "ModelOptions",
     "Result",
     "SamplingOptions",
+    "Segment",
     "Timings",
+    "TranscribeOptions",
+    "Transcription",
+    "TranscriptionInfo",
     "Usage",
+    "VadOptions",
     "__version__",
     "convert_checkpoint",
     "load_audio",
     "load_clip",
+    "load_model",
     "resolve_model",
+    "transcribe",
     "user",
+    "write_outputs",
 ]
 
 if TYPE_CHECKING:
     from .audio.decode import AudioClip, load_audio, load_clip
+    from .audio.vad import VadOptions
+    from .chat import Conversation
     from .convert import convert_checkpoint
     from .engine.model import (
         AudioModel,
@@ -43,13 +65,36 @@ if TYPE_CHECKING:
         Usage,
     )
     from .engine.prompt import Message, user
+    from .models.load import load_model
     from .models.resolve import resolve_model
+    from .transcription import (
+        Segment,
+        TranscribeOptions,
+        Transcription,
+        TranscriptionInfo,
+        transcribe,
+        write_outputs,
+    )
 
 _LAZY = {
     "load_audio": ".audio.decode",
     "load_clip": ".audio.decode",
     "AudioClip": ".audio.decode",
     "resolve_model": ".models.resolve",
+    "load_model": ".models.load",
+    "VadOptions": ".audio.vad",
+    "Conversation": ".chat",
+    **{
+        n: ".transcription"
+        for n in (
+            "Segment",
+            "TranscribeOptions",
+            "Transcription",
+            "TranscriptionInfo",
+            "transcribe",
+            "write_outputs",
+        )
+    },
     "convert_checkpoint": ".convert",
     "Message": ".engine.prompt",
     "user": ".engine.prompt",

@@ -54,7 +54,7 @@ def run_one(model: str, mmproj: str, audio: str, parallel: int, threads: int) ->
     """In the child: load, transcribe, print the timings as JSON."""
     from qaudio_local.engine.model import AudioModel
     from qaudio_local.engine.results import ModelOptions
-    from qaudio_local.transcribe import TranscribeOptions, transcribe
+    from qaudio_local.transcription import TranscribeOptions, transcribe
 
     opts = ModelOptions(n_ctx=max(4096, parallel * 1100), n_threads=threads, n_parallel=parallel)
     with AudioModel(model, mmproj, opts) as m:

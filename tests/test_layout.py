@@ -20,7 +20,7 @@ LAYERS = {
     "convert": 3,
     "models": 3,
     "selftest": 4,
-    "transcribe": 4,
+    "transcription": 4,
     "chat": 4,
     "server": 5,
     "cli": 6,

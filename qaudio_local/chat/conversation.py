@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..engine.prompt import Message, TokenIds
 from ..engine.results import Chunk, Generation, Result, SamplingOptions
 from ..errors import ContextFullError, ConversationFileError
 from ..paths import write_atomic
+
+if TYPE_CHECKING:
+    from ..engine.model import AudioModel
 
 FORMAT = "qaudio-conversation"
 VERSION = 1
@@ -104,7 +107,7 @@ class Conversation:
 
     def __init__(
         self,
-        model: Any,
+        model: AudioModel,
         *,
         system: str = DEFAULT_SYSTEM_PROMPT,
         sampling: SamplingOptions | None = None,
@@ -278,7 +281,7 @@ class Conversation:
         return out
 
     @classmethod
-    def load(cls, path: str | Path, model: Any, **kwargs: Any) -> Conversation:
+    def load(cls, path: str | Path, model: AudioModel, **kwargs: Any) -> Conversation:
         """Read a conversation saved by :meth:`save`.
 
         Raises:

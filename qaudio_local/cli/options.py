@@ -12,9 +12,13 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from ..engine import AudioModel
+    from ..models.resolve import ResolvedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH = click.Path(path_type=Path)
@@ -204,84 +208,77 @@ def sampling_from(opts: dict[str, Any], **extra: Any) -> Any:
 
 
 def check_model_options(opts: dict[str, Any]) -> None:
-    """Usage errors in the model options, raised before anything slow happens."""
-    if (opts["model_file"] is None) != (opts["mmproj_file"] is None):
-        raise click.UsageError(
-            "pass both --model-file and --mmproj-file, or neither (then the registry model "
-            "is planned and pulled)"
-        )
-    if opts["model_file"] is not None and (opts["model_name"] or opts["quant"]):
-        raise click.UsageError(
-            "--model/--quant choose from the registry; they cannot be combined with --model-file"
-        )
-    if opts["model_file"] is None and opts["kv_type"] == "f32":
-        raise click.UsageError("--kv-type f32 is for exact comparisons with --model-file")
+    """Usage errors in the model options, raised before anything slow happens.
 
-
-def model_from_options(opts: dict[str, Any], **extra: Any) -> tuple[Path, Path, Any]:
-    """The GGUF pair and load options: local files as given, or planned and pulled.
-
-    ``extra`` goes to :class:`ModelOptions` (e.g. ``n_parallel``).
+    Also leaves ``opts["n_ctx"]`` at ``None`` unless the user gave ``--n-ctx``: the library
+    then sizes the context for the sequences it loads (``models.load.context_for``).
     """
-    from ..engine.results import ModelOptions
+    from ..errors import OptionError
+    from ..models.load import check_sources
 
-    common = {
-        "n_ctx": opts["n_ctx"],
-        "n_threads": opts["threads"],
-        "audio_path": opts["audio_path"],
-        "kv_type": opts["kv_type"],
-        "cpu_kernels": opts["cpu_kernels"],
-        "allow_long_context": opts["allow_long_context"],
-        **extra,
-    }
-    if opts["model_file"] is not None:
-        return (
+    try:
+        check_sources(
+            opts["model_name"],
+            opts["quant"],
             opts["model_file"],
             opts["mmproj_file"],
-            ModelOptions(
-                n_gpu_layers=opts["n_gpu_layers"] or 0,
-                mmproj_on_gpu=not opts["no_mmproj_gpu"],
-                **common,
-            ),
+            opts["kv_type"],
         )
-    from ..models.resolve import resolve_model
-    from .progress import DownloadBars
-
-    bars = DownloadBars()
-    with bars.active():
-        r = resolve_model(
-            opts["model_name"],
-            quant=opts["quant"],
-            n_ctx=opts["n_ctx"],
-            kv_type=opts["kv_type"],
-            vram_gb=opts["vram"],
-            ram_gb=opts["ram"],
-            force=opts["force"],
-            progress=bars,
-        )
-    plan: Any = r.plan
-    click.echo(f"using {r.spec}: {plan.placement()} (`qaudio plan` says why)", err=True)
-    for warning in plan.warnings:
-        click.echo(f"note: {warning}", err=True)
-    layers = plan.n_gpu_layers if opts["n_gpu_layers"] is None else opts["n_gpu_layers"]
-    gpu_encoder = plan.mmproj_on_gpu and not opts["no_mmproj_gpu"]
-    return (
-        r.model_path,
-        r.mmproj_path,
-        ModelOptions(n_gpu_layers=layers, mmproj_on_gpu=gpu_encoder, **common),
-    )
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from exc
+    opts["n_ctx"] = given_n_ctx(click.get_current_context(silent=True), opts)
 
 
-def load_model(opts: dict[str, Any], **extra: Any) -> Any:
-    """Plan, pull and load the model the options name.
+def given_n_ctx(ctx: click.Context | None, opts: dict[str, Any]) -> int | None:
+    """``--n-ctx`` if the user gave it, else ``None`` (the library sizes the context)."""
+    source = ctx.get_parameter_source("n_ctx") if ctx is not None else None
+    if opts["n_ctx"] is None or source is click.core.ParameterSource.DEFAULT:
+        return None
+    return int(opts["n_ctx"])
+
+
+def load_model(
+    opts: dict[str, Any], *, parallel: int = 1, deterministic: bool = False
+) -> AudioModel:
+    """Load the model the options name through :func:`qaudio_local.models.load.load_model`:
+    say which plan was chosen (and its warnings) on stderr, show download bars.
 
     The model's notices (kernels routed around a CPU fault) are not printed on every run:
     `qaudio hardware`, `plan` and `selftest` say them once; `--debug` shows them here.
     """
-    from ..engine.model import AudioModel
+    from ..models.load import load_model as load
+    from .progress import DownloadBars
 
-    model_file, mmproj_file, options = model_from_options(opts, **extra)
-    model = AudioModel(model_file, mmproj_file, options)
+    bars = DownloadBars()
+
+    def chosen(r: ResolvedModel) -> None:
+        bars.close()
+        click.echo(f"using {r.spec}: {r.plan.placement()} (`qaudio plan` says why)", err=True)
+        for warning in r.plan.warnings:
+            click.echo(f"note: {warning}", err=True)
+
+    with bars.active():
+        model = load(
+            opts["model_name"],
+            quant=opts["quant"],
+            model_file=opts["model_file"],
+            mmproj_file=opts["mmproj_file"],
+            parallel=parallel,
+            n_ctx=opts["n_ctx"],
+            deterministic=deterministic,
+            n_gpu_layers=opts["n_gpu_layers"],
+            mmproj_on_gpu=False if opts["no_mmproj_gpu"] else None,
+            kv_type=opts["kv_type"],
+            n_threads=opts["threads"],
+            cpu_kernels=opts["cpu_kernels"],
+            audio_path=opts["audio_path"],
+            allow_long_context=opts["allow_long_context"],
+            vram_gb=opts["vram"],
+            ram_gb=opts["ram"],
+            force=opts["force"],
+            progress=bars,
+            on_resolved=chosen,
+        )
     for notice in model.notices:
         logging.getLogger("qaudio_local.cli").debug("note: %s", notice)
     return model

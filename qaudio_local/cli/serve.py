@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
-import signal
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..server.run import LOG_LEVELS
 from .main import debug_requested, handle_errors, main
 from .options import check_model_options, load_model, model_options
 
-CTX_PER_SEQUENCE = 2048
-LOG_LEVELS = ("debug", "info", "warning", "error")
+if TYPE_CHECKING:
+    from ..engine.model import AudioModel
+
 SERVER_LOGGER = "qaudio_local.server"  # the app's logger; the access log is its child
 ACCESS_LOGGER = "qaudio_local.server.access"
 
@@ -105,17 +102,9 @@ def serve(ctx: click.Context, **opts: Any) -> None:
       qaudio serve --port 8080 --parallel 8 --api-key-file ~/.qaudio-key
       qaudio serve --model-file m.gguf --mmproj-file mm.gguf --alias whisper-1
     """
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401
-        import uvicorn
-    except ImportError as exc:
-        from ..errors import DependencyMissingError
+    import functools
 
-        raise DependencyMissingError(exc.name or "fastapi", "server") from exc
-    from ..server.app import create_app
-    from ..server.common import ServerState
-    from ..server.http import HTTP_READ_LIMIT
+    from ..server.run import ServerSettings, model_names, run
 
     check_model_options(opts)
     key = opts["api_key"]
@@ -129,93 +118,34 @@ def serve(ctx: click.Context, **opts: Any) -> None:
             "machine can use the model",
             err=True,
         )
-    parallel = opts["parallel"]
-    if ctx.get_parameter_source("n_ctx") is click.core.ParameterSource.DEFAULT:
-        opts["n_ctx"] = max(opts["n_ctx"], parallel * CTX_PER_SEQUENCE // 2)
-    if opts["model_file"] is not None:
-        name = Path(opts["model_file"]).name.removesuffix(".gguf")
-    else:
-        name = opts["model_name"] or _default_model()
-    state = ServerState(
-        model_id=name,
-        aliases=(*opts["aliases"], *_family_names(opts)),
-        parallel=parallel,
+    model_id, family = model_names(opts["model_name"], opts["model_file"])
+    settings = ServerSettings(
+        host=opts["host"],
+        port=opts["port"],
+        api_key=key,
+        model_id=model_id,
+        aliases=(*opts["aliases"], *family),
+        parallel=opts["parallel"],
         max_queue=opts["max_queue"],
         max_body=opts["max_body_mb"] * 2**20,
         allow_remote_audio=opts["allow_remote_audio"],
+        log_level=opts["log_level"].lower(),
     )
-    level = opts["log_level"].lower()
-    _log_to_stderr(level, quiet=opts["quiet"], tracebacks=debug_requested(ctx))
-    config = uvicorn.Config(
-        create_app(state, key),
-        host=opts["host"],
-        port=opts["port"],
-        log_level="debug" if level == "debug" else "error" if level == "error" else "warning",
-        access_log=False,  # ours (server/access.py) has the duration and never the query
-        timeout_graceful_shutdown=5,
-        h11_max_incomplete_event_size=HTTP_READ_LIMIT,  # big headers get 431, not a reset
+    _log_to_stderr(settings.log_level, quiet=opts["quiet"], tracebacks=debug_requested(ctx))
+
+    def ready(model: AudioModel) -> None:
+        click.echo(
+            f"serving {model_id} on {settings.url} ({settings.parallel} in parallel, context "
+            f"{model.n_ctx})",
+            err=True,
+        )
+
+    run(
+        settings,
+        functools.partial(load_model, opts, parallel=settings.parallel),
+        on_loading=lambda name: click.echo(f"loading {name} ...", err=True),
+        on_ready=ready,
     )
-    _run(uvicorn.Server(config), state, opts)
-
-
-def _run(server: Any, state: Any, opts: dict[str, Any]) -> None:
-    """Listen at once (/health says "loading") while the model loads in a thread; say when
-    it serves. A model that cannot be loaded stops the server: its error is raised here, so
-    the process exits non-zero with the usual one line. Ctrl+C or SIGTERM is a normal stop."""
-    host = f"[{opts['host']}]" if ":" in opts["host"] else opts["host"]
-    url = f"http://{host}:{opts['port']}/v1"
-    loaded: list[Any] = []
-    failed: list[Exception] = []
-
-    def load() -> None:
-        try:
-            model = load_model(opts, n_parallel=state.parallel)
-        except Exception as exc:
-            state.load_error = f"the model could not be loaded: {exc}"  # /health, meanwhile
-            failed.append(exc)
-            server.should_exit = True  # uvicorn looks at it every 0.1 s
-            return
-        loaded.append(model)
-        state.model = model
-        while not server.started and not server.should_exit:  # listening, not just loaded
-            time.sleep(0.02)
-        if server.started and not server.should_exit:
-            click.echo(
-                f"serving {state.model_id} on {url} ({state.parallel} in parallel, context "
-                f"{model.n_ctx})",
-                err=True,
-            )
-
-    click.echo(f"loading {state.model_id} ...", err=True)
-    threading.Thread(target=load, name="qaudio-load", daemon=True).start()
-    try:
-        with _sigterm_stops():
-            server.run()
-    except KeyboardInterrupt:  # uvicorn stopped first, then passed the signal on
-        pass
-    finally:
-        for model in loaded:
-            model.close()
-    if failed:
-        raise failed[0]
-
-
-@contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """SIGTERM as Ctrl+C: uvicorn stops gracefully on either, then sends the signal again
-    to the handler it found, which would otherwise end the process by SIGTERM."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 class _StderrLines(logging.Formatter):
@@ -249,29 +179,3 @@ def _log_to_stderr(level: str, *, quiet: bool, tracebacks: bool) -> None:
     log.setLevel(level.upper())
     log.propagate = False  # not twice when --debug has set up the root logger
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING if quiet else logging.NOTSET)
-
-
-def _family_names(opts: dict[str, Any]) -> tuple[str, ...]:
-    """The registry's names of the served model's family, which clients may use as the
-    ``model``: the entry of a registry model; for --model-file the entry one of whose files
-    it is by name, else the default model's (this project serves one family, Qwen2-Audio,
-    and a file converted with `qaudio convert` is named after its checkpoint)."""
-    from ..errors import QAudioError
-    from ..models.registry import load_catalog
-
-    try:
-        catalog = load_catalog()
-        if opts["model_file"] is not None:
-            entry = catalog.find_file(opts["model_file"]) or catalog.get()
-        else:
-            entry, _ = catalog.resolve(opts["model_name"])
-    except QAudioError:  # a broken user registry or an unknown name: loading will say it
-        return ()
-    return (entry.name, *entry.aliases)
-
-
-def _default_model() -> str:
-    from ..models.registry import load_catalog
-
-    entry, _ = load_catalog().resolve(None)
-    return str(entry.name)

@@ -14,11 +14,10 @@ from ..errors import QAudioError
 from .main import handle_errors, main
 from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
 
-FORMATS = ("txt", "srt", "vtt", "json", "verbose_json")  # qaudio_local.transcribe.FORMATS
+FORMATS = ("txt", "srt", "vtt", "json", "verbose_json")  # qaudio_local.transcription.FORMATS
 AUDIO_SUFFIXES = {
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64",
 }  # fmt: skip
-CTX_PER_SEQUENCE = 1100  # a 30 s segment (750) + instruction + answer
 
 
 def _duration(seconds: float) -> str:
@@ -171,7 +170,7 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
       qaudio transcribe interview.mp3 --task translate -o verbose_json
       qaudio transcribe field.wav --prompt "Describe the sounds and who speaks." -o all
     """
-    from ..transcribe import TranscribeOptions
+    from ..transcription import TranscribeOptions
 
     formats = _formats(opts.pop("formats"))
     check_model_options(opts)
@@ -179,8 +178,6 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
     if [s for s, _ in inputs].count("-") > 1:
         raise click.UsageError("'-' (standard input) can be given once")
     parallel = opts["parallel"]
-    if ctx.get_parameter_source("n_ctx") is click.core.ParameterSource.DEFAULT:
-        opts["n_ctx"] = max(opts["n_ctx"], parallel * CTX_PER_SEQUENCE)
     options = TranscribeOptions(
         task=opts["task"],
         language=opts["language"],
@@ -195,10 +192,7 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
     done: list[tuple[str, Any]] = []
     failed: list[tuple[str, str]] = []
     skipped = 0
-    extra: dict[str, Any] = {"n_parallel": 1 if opts["deterministic"] else parallel}
-    if opts["deterministic"]:  # llama.cpp's CPU flash attention rounds by cache layout
-        extra["flash_attn"] = "off"
-    with load_model(opts, **extra) as model:
+    with load_model(opts, parallel=parallel, deterministic=opts["deterministic"]) as model:
         for source, rel in inputs:
             name = "stdin" if source == "-" else str(source)
             try:
@@ -233,9 +227,9 @@ def _formats(given: tuple[str, ...]) -> list[str]:
 def _one(
     model: Any, source: Any, stem: Path, formats: list[str], options: Any, opts: dict[str, Any]
 ) -> Any:
-    from ..transcribe import transcribe, write_outputs
-    from ..transcribe.journal import SUFFIX
-    from ..transcribe.writers import output_path, timestamp
+    from ..transcription import transcribe, write_outputs
+    from ..transcription.journal import SUFFIX
+    from ..transcription.writers import output_path, timestamp
 
     name = "stdin" if source == "-" else Path(source).name
     journal = stem.with_name(stem.name + SUFFIX)

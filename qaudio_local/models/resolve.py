@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .catalog import find_projector, find_quant
-from .hub import ProgressCallback
 from .registry import load_catalog
+
+if TYPE_CHECKING:
+    from .hub import ProgressCallback
+    from .planner_memory import Plan
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class ResolvedModel:
     spec: str
     model_path: Path
     mmproj_path: Path
-    plan: object
+    plan: Plan
 
 
 def resolve_model(

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Union
 
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..engine.results import Chunk, Result, SamplingOptions
+from ..engine.results import Chunk, Generation, Result, SamplingOptions
 from .common import ServerState, Slot, check_model, finish_or_hang_up, in_thread, ready, sse
 from .http import error_body
 from .inputs import InputError, to_messages
 from .schemas import ChatRequest, unsupported
 
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
+Item = Union[Chunk, Result]  # noqa: UP007 (a run-time alias): chunks, then the result
 
 
 def _sampling(body: ChatRequest, n_ctx: int) -> SamplingOptions:
@@ -92,18 +93,18 @@ def chat_completions(state: ServerState) -> Callable[..., Coroutine[Any, Any, Re
     return route
 
 
-def _items(gen: Any) -> Any:
+def _items(gen: Generation) -> Iterator[Item]:
     """A generation's chunks then its result (run in the request's thread)."""
     yield from gen
-    yield gen.result
+    yield gen.wait()  # exhausted: the result is set
 
 
 async def _whole(
     state: ServerState,
     request: Request,
-    first: Any,
-    items: AsyncIterator[Any],
-    gen: Any,
+    first: Item,
+    items: AsyncIterator[Item],
+    gen: Generation,
     meta: dict[str, Any],
 ) -> Response:
     chunks: list[Chunk] = []
@@ -111,7 +112,7 @@ async def _whole(
 
     async def collect() -> None:
         nonlocal result
-        item: Any = first
+        item = first
         while True:
             if isinstance(item, Result):
                 result = item
@@ -147,9 +148,9 @@ def gen_wants_logprobs(chunks: list[Chunk]) -> bool:
 
 async def _stream(
     state: ServerState,
-    first: Any,
-    items: AsyncIterator[Any],
-    gen: Any,
+    first: Item,
+    items: AsyncIterator[Item],
+    gen: Generation,
     slot: Slot,
     meta: dict[str, Any],
     include_usage: bool,
@@ -157,13 +158,15 @@ async def _stream(
     base = {**meta, "object": "chat.completion.chunk", "model": state.model_id}
     extra = {"usage": None} if include_usage else {}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
+    def chunk(
+        delta: dict[str, Any], finish: str | None = None, lp: dict[str, Any] | None = None
+    ) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": lp}
         return sse({**base, "choices": [choice], **extra})
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        item: Any = first
+        item = first
         while not isinstance(item, Result):
             if item.text or item.logprob is not None:
                 lp = {"content": [_logprob(item)]} if item.logprob is not None else None

@@ -9,11 +9,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .inputs import AnswerMemory, InputError
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from ..engine.model import AudioModel
+
 _DONE = object()
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,7 +40,7 @@ class ServerState:
 
     model_id: str
     aliases: tuple[str, ...] = ()
-    model: Any = None
+    model: AudioModel | None = None
     parallel: int = 1
     max_queue: int = 16
     max_body: int = 100 * 2**20
@@ -71,10 +77,10 @@ class Slot:
 # --- running generations off the event loop ---------------------------------------------------
 
 
-async def in_thread(work: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+async def in_thread(work: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
     """Iterate ``work()`` in its own thread; items arrive here as they come."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()  # items, _DONE or the exception
     stop = threading.Event()
 
     def run() -> None:
@@ -104,7 +110,8 @@ def sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-def ready(state: ServerState) -> Any:
+def ready(state: ServerState) -> AudioModel:
+    """The loaded model, or a 503 that says why there is none (loading, or failed)."""
     if state.model is None:
         msg = state.load_error or "the model is still loading; retry in a moment"
         raise InputError(msg, None, 503)
@@ -123,7 +130,7 @@ def check_model(state: ServerState, name: str | None, param: str = "model") -> N
 
 
 async def finish_or_hang_up(
-    task: asyncio.Future[Any], request: Any, on_hang_up: Callable[[], Any]
+    task: asyncio.Future[Any], request: Request, on_hang_up: Callable[[], object]
 ) -> None:
     """Wait for ``task``; if the client disconnects first, call ``on_hang_up`` (which
     should make the task end soon) and keep waiting."""

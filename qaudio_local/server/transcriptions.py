@@ -1,6 +1,6 @@
 """``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``: audio of any length.
 
-The upload goes through the long-form path (:mod:`qaudio_local.transcribe`), so the
+The upload goes through the long-form path (:mod:`qaudio_local.transcription`), so the
 segments and timestamps are those of ``qaudio transcribe``. Every response format OpenAI
 documents: ``json``, ``text``, ``srt``, ``vtt`` and ``verbose_json``; ``stream=true`` sends a
 ``transcript.text.delta`` event per segment, then ``transcript.text.done`` with the text
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import File, Form, UploadFile
 from starlette.requests import Request
@@ -23,6 +23,9 @@ from .common import ServerState, Slot, check_model, finish_or_hang_up, in_thread
 from .http import error_body
 from .inputs import InputError
 from .schemas import RESPONSE_FORMATS
+
+if TYPE_CHECKING:
+    from ..transcription import Segment, Transcription, TranscriptionInfo
 
 # ISO 639-1 codes OpenAI clients send -> the name the model is told
 LANGUAGES = {
@@ -68,7 +71,7 @@ def audio_endpoint(state: ServerState, task: str) -> Callable[..., Coroutine[Any
                 "timestamp_granularities: word timestamps are not produced, only segment",
                 "timestamp_granularities",
             )
-        from ..transcribe import TranscribeOptions, transcribe
+        from ..transcription import TranscribeOptions, transcribe
 
         options = TranscribeOptions(
             task=task,
@@ -102,8 +105,8 @@ def audio_endpoint(state: ServerState, task: str) -> Callable[..., Coroutine[Any
     return route
 
 
-async def _all(request: Request, segments: AsyncIterator[Any]) -> list[Any]:
-    out: list[Any] = []
+async def _all(request: Request, segments: AsyncIterator[Segment]) -> list[Segment]:
+    out: list[Segment] = []
 
     async def collect() -> None:
         async for seg in segments:
@@ -114,8 +117,8 @@ async def _all(request: Request, segments: AsyncIterator[Any]) -> list[Any]:
     return out
 
 
-def _respond(fmt: str, segments: list[Any], info: Any) -> Response:
-    from ..transcribe.writers import WRITERS, full_text, verbose_dict
+def _respond(fmt: str, segments: list[Segment], info: TranscriptionInfo) -> Response:
+    from ..transcription.writers import WRITERS, full_text, verbose_dict
 
     if fmt in TEXT_TYPES:
         body = full_text(segments) + "\n" if fmt == "text" else WRITERS[fmt](segments, info)
@@ -126,8 +129,10 @@ def _respond(fmt: str, segments: list[Any], info: Any) -> Response:
     return JSONResponse({"text": full_text(segments), "usage": usage})
 
 
-async def _stream(segments: AsyncIterator[Any], tr: Any, slot: Slot) -> AsyncIterator[bytes]:
-    from ..transcribe.writers import clean
+async def _stream(
+    segments: AsyncIterator[Segment], tr: Transcription, slot: Slot
+) -> AsyncIterator[bytes]:
+    from ..transcription.writers import clean
 
     texts: list[str] = []
     n_in = n_out = 0

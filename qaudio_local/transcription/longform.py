@@ -21,11 +21,20 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ..config import SAMPLE_RATE
 from ..engine.results import SamplingOptions
+from ..errors import OptionError
 from .journal import Journal
+
+if TYPE_CHECKING:
+    from ..audio.vad import Segmenter, SpeechSegment, VadOptions
+    from ..engine.model import AudioModel
+    from ..engine.results import Generation
+
+# what a recording may be given as: a path, or a whole file's bytes (stdin, an upload)
+Source = Union[str, Path, bytes, bytearray, memoryview]  # noqa: UP007 (a run-time alias)
 
 TASKS = ("transcribe", "translate")
 LANGUAGE_PROMPT = (
@@ -54,11 +63,12 @@ class TranscribeOptions:
         parallel: Segments in flight at once (default: the model's ``n_parallel``).
         deterministic: One segment at a time, each from an empty cache, so that the text
             of a segment does not depend on what ran before it (a resumed run then writes
-            byte-identical files); load the model with ``flash_attn="off"`` too (llama.cpp's
-            CPU flash attention rounds differently with the cache's layout; ``qaudio
-            transcribe --deterministic`` does both). Otherwise batched decoding and reused
-            cells change float rounding, and so, now and then, a greedy choice between
-            near-equal tokens.
+            byte-identical files). Needs a model loaded with
+            ``load_model(..., deterministic=True)`` (flash attention off: llama.cpp's CPU
+            flash attention rounds differently with the cache's layout); another model is
+            refused with an :class:`~qaudio_local.errors.OptionError`. Otherwise batched
+            decoding and reused cells change float rounding, and so, now and then, a greedy
+            choice between near-equal tokens.
     """
 
     task: str = "transcribe"
@@ -67,7 +77,7 @@ class TranscribeOptions:
     hint: str | None = None
     condition_on_previous_text: bool = False
     vad: str = "auto"
-    vad_options: Any = None
+    vad_options: VadOptions | None = None
     sampling: SamplingOptions = field(
         default_factory=lambda: SamplingOptions(max_tokens=300, logprobs=True)
     )
@@ -190,8 +200,8 @@ class Transcription:
 
     def __init__(
         self,
-        model: Any,
-        source: Any,
+        model: AudioModel,
+        source: Source,
         options: TranscribeOptions,
         journal: Journal | None,
         progress: ProgressFn | None,
@@ -199,6 +209,12 @@ class Transcription:
         from ..audio.stream import AudioStream
         from ..audio.vad import make_vad
 
+        if options.deterministic and model.options.resolved_flash_attn != "off":
+            raise OptionError(
+                "deterministic transcription needs a model loaded with flash attention off: "
+                "load_model(..., deterministic=True), or ModelOptions(flash_attn='off')",
+                option="deterministic",
+            )
         self.model, self.options, self.journal, self.progress = model, options, journal, progress
         self.stream = AudioStream(source)  # header checked here: errors before any work
         self.vad = make_vad(options.vad)
@@ -224,14 +240,16 @@ class Transcription:
         if o.condition_on_previous_text or o.deterministic:
             parallel = 1  # each segment waits for the text before it / for a clean cache
         seg = Segmenter(self.vad, o.vad_options)
-        pending: collections.deque[tuple[Any, int, Any]] = collections.deque()
+        pending: collections.deque[tuple[SpeechSegment, int, Generation | Segment]] = (
+            collections.deque()
+        )
         previous = ""
         n = 0
         if self.journal is not None:
             self.journal.open()
         try:
             for piece in self._pieces(seg):
-                done = self._from_journal(piece, n)
+                done: Segment | Generation | None = self._from_journal(piece, n)
                 if done is None:
                     if not self._language_known:
                         self._detect_language(piece)
@@ -255,7 +273,7 @@ class Transcription:
         if self.progress:
             self.progress(self.info)
 
-    def _pieces(self, seg: Any) -> Iterator[Any]:
+    def _pieces(self, seg: Segmenter) -> Iterator[SpeechSegment]:
         for block in self.stream.blocks():
             out = seg.feed(block)
             self.info.duration = seg.total / SAMPLE_RATE
@@ -264,7 +282,7 @@ class Transcription:
                 self.progress(self.info)
         yield from seg.finish()
 
-    def _from_journal(self, piece: Any, n: int) -> Segment | None:
+    def _from_journal(self, piece: SpeechSegment, n: int) -> Segment | None:
         if self.journal is None:
             return None
         rec = self.journal.done.get((piece.start, piece.end))
@@ -275,13 +293,13 @@ class Transcription:
             self.info.language, self._language_known = rec["language"], True
         return Segment.from_record(rec, n)
 
-    def _detect_language(self, piece: Any) -> None:
+    def _detect_language(self, piece: SpeechSegment) -> None:
         sampling = SamplingOptions(max_tokens=8)
         res = self.model.generate(LANGUAGE_PROMPT, [piece.audio], sampling=sampling)
         self.info.language = _language_word(res.text)
         self._language_known = True
 
-    def _start(self, piece: Any, previous: str) -> Any:
+    def _start(self, piece: SpeechSegment, previous: str) -> Generation:
         """Encode the segment (here) and queue it; returns its generation."""
         o = self.options
         if o.deterministic:
@@ -294,7 +312,7 @@ class Transcription:
         )
         return gen.start()
 
-    def _collect(self, piece: Any, n: int, gen: Any) -> Segment:
+    def _collect(self, piece: SpeechSegment, n: int, gen: Generation | Segment) -> Segment:
         """Wait for a segment's answer; journal it."""
         if isinstance(gen, Segment):
             segment = gen
@@ -324,7 +342,7 @@ class Transcription:
         return segment
 
 
-def source_identity(source: Any) -> dict[str, Any]:
+def source_identity(source: Source) -> dict[str, Any]:
     """What identifies a recording for a journal: a file's path, size and mtime, or the
     digest of the bytes given."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -334,7 +352,7 @@ def source_identity(source: Any) -> dict[str, Any]:
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def journal_header(model: Any, source: Any, options: TranscribeOptions) -> dict[str, Any]:
+def journal_header(model: AudioModel, source: Source, options: TranscribeOptions) -> dict[str, Any]:
     """Everything a journal's segments depend on."""
     o = replace(options, parallel=None)
     return {
@@ -355,8 +373,8 @@ def journal_header(model: Any, source: Any, options: TranscribeOptions) -> dict[
 
 
 def transcribe(
-    model: Any,
-    source: Any,
+    model: AudioModel,
+    source: Source,
     options: TranscribeOptions | None = None,
     *,
     journal: Path | None = None,

@@ -11,9 +11,12 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..paths import write_atomic
+
+if TYPE_CHECKING:
+    from .longform import Segment, TranscriptionInfo
 
 FORMATS = ("txt", "srt", "vtt", "json", "verbose_json")
 EXTENSIONS = {
@@ -42,16 +45,16 @@ def timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
     return f"{head}{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def full_text(segments: Sequence[Any]) -> str:
+def full_text(segments: Sequence[Segment]) -> str:
     return " ".join(t for t in (clean(s.text) for s in segments) if t)
 
 
-def to_txt(segments: Sequence[Any], info: Any = None) -> str:
+def to_txt(segments: Sequence[Segment], info: TranscriptionInfo | None = None) -> str:
     lines = [clean(s.text) for s in segments]
     return "".join(f"{line}\n" for line in lines if line)
 
 
-def to_srt(segments: Sequence[Any], info: Any = None) -> str:
+def to_srt(segments: Sequence[Segment], info: TranscriptionInfo | None = None) -> str:
     out, n = [], 0
     for s in segments:
         text = clean(s.text)
@@ -62,7 +65,7 @@ def to_srt(segments: Sequence[Any], info: Any = None) -> str:
     return "\n".join(out)
 
 
-def to_vtt(segments: Sequence[Any], info: Any = None) -> str:
+def to_vtt(segments: Sequence[Segment], info: TranscriptionInfo | None = None) -> str:
     out = ["WEBVTT\n"]
     for s in segments:
         text = clean(s.text)
@@ -71,11 +74,11 @@ def to_vtt(segments: Sequence[Any], info: Any = None) -> str:
     return "\n".join(out)
 
 
-def to_json(segments: Sequence[Any], info: Any = None) -> str:
+def to_json(segments: Sequence[Segment], info: TranscriptionInfo | None = None) -> str:
     return json.dumps({"text": full_text(segments)}, ensure_ascii=False) + "\n"
 
 
-def verbose_dict(segments: Sequence[Any], info: Any) -> dict[str, Any]:
+def verbose_dict(segments: Sequence[Segment], info: Any) -> dict[str, Any]:
     """OpenAI's ``verbose_json`` transcription object."""
     return {
         "task": getattr(info, "task", "transcribe"),
@@ -100,11 +103,11 @@ def verbose_dict(segments: Sequence[Any], info: Any) -> dict[str, Any]:
     }
 
 
-def to_verbose_json(segments: Sequence[Any], info: Any = None) -> str:
+def to_verbose_json(segments: Sequence[Segment], info: TranscriptionInfo | None = None) -> str:
     return json.dumps(verbose_dict(segments, info), ensure_ascii=False, indent=1) + "\n"
 
 
-WRITERS: dict[str, Callable[[Sequence[Any], Any], str]] = {
+WRITERS: dict[str, Callable[[Sequence[Segment], TranscriptionInfo | None], str]] = {
     "txt": to_txt,
     "srt": to_srt,
     "vtt": to_vtt,
@@ -119,7 +122,7 @@ def output_path(stem_path: Path, fmt: str) -> Path:
 
 
 def write_outputs(
-    stem_path: Path, formats: Sequence[str], segments: Sequence[Any], info: Any
+    stem_path: Path, formats: Sequence[str], segments: Sequence[Segment], info: TranscriptionInfo
 ) -> list[Path]:
     """Write every format for one recording; return the paths written."""
     paths = []
