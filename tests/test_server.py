@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -626,3 +627,85 @@ def test_the_readmes_server_snippet_runs(tiny_gguf: Pair, tmp_path: Path) -> Non
     assert answer.strip()
     subs = list(srt.parse("1\n" + subtitles))
     assert subs and subs[0].start.total_seconds() > 0
+
+
+# --- hostile HTTP (issue 25) ------------------------------------------------------------------
+
+
+def _raw(url: str, request: bytes) -> tuple[bytes, dict]:
+    """Send raw bytes; return the status line and the JSON body of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"content-length: (\d+)", head, re.I)
+        assert length is not None, head
+        while len(body) < int(length.group(1)):
+            body += s.recv(65536)
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+def test_a_non_ascii_key_is_a_401_not_a_500(server: str) -> None:
+    request = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer kéy-ü\r\n\r\n"
+    status, body = _raw(server, request.encode("utf-8"))
+    assert status.startswith(b"HTTP/1.1 401")
+    assert body["error"]["code"] == "invalid_api_key"
+    assert client(server).models.list().data  # and the server is fine
+    assert not [ln for ln in LOGS[server] if "Traceback" in ln or "Error" in ln]
+
+
+@pytest.mark.parametrize("declared", [b"abc", b"-1", b"1, 2", b"99999999999999999999999x"])
+def test_a_malformed_content_length_gets_openais_error_shape(server: str, declared: bytes) -> None:
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+    request += KEY.encode() + b"\r\nContent-Length: " + declared + b"\r\n\r\n{}"
+    status, body = _raw(server, request)
+    assert status.startswith(b"HTTP/1.1 400")
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["message"]
+
+
+def test_a_chunked_body_over_the_limit_is_not_read_past_it(tight: str) -> None:
+    """The 413 comes at the limit (1 MiB here) and the connection is closed: the rest of a
+    large upload is never read."""
+    host, port = tight.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    s.sendall(
+        (head + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    )
+    frame = b"10000\r\n" + b"y" * 65536 + b"\r\n"
+    s.setblocking(False)
+    sent, pending, answer, answered_at = 0, b"", b"", None
+    deadline = time.monotonic() + 30
+    closed = False
+    while time.monotonic() < deadline and not closed:
+        readable, writable, _ = select.select([s], [s], [], 0.5)
+        if readable:
+            try:
+                more = s.recv(65536)
+            except ConnectionError:
+                more = b""
+            if not more:
+                closed = True
+            answer += more
+            if answered_at is None and b"\r\n\r\n" in answer:
+                answered_at = time.monotonic()
+                sent_at_answer = sent
+        if writable and not closed:
+            pending = pending or frame
+            try:
+                n = s.send(pending)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                continue
+            sent, pending = sent + n, pending[n:]
+        if answered_at is not None and time.monotonic() - answered_at > 5:
+            break
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"body_too_large" in answer
+    assert sent_at_answer < 5 * 2**20  # 1 MiB read, the rest socket buffers at most
+    assert closed, f"the server kept reading: {sent / 2**20:.1f} MiB sent in all"

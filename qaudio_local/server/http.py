@@ -36,8 +36,14 @@ def error_response(
     return JSONResponse(error_body(message, type_, param, code), status, headers=headers)
 
 
-async def _send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict, headers: list | None = None, close: bool = False
+) -> None:
+    """Answer with ``body`` as JSON; ``close`` ends the connection after it (the request
+    body is not read any further: the server stops reading at a limit, not after it)."""
     raw = json.dumps(body).encode()
+    if close:
+        headers = [*(headers or []), (b"connection", b"close")]
     await send(
         {
             "type": "http.response.start",
@@ -71,7 +77,7 @@ class LimitBody:
                 None,
                 "headers_too_large",
             )
-            await _send_json(send, 431, body)
+            await _send_json(send, 431, body, close=True)
             return
         limit = self.max_bytes
         too_large = error_body(
@@ -86,16 +92,11 @@ class LimitBody:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_json(
-                        send, 400, error_body("bad Content-Length", "invalid_request_error")
-                    )
+                    bad = error_body("bad Content-Length", "invalid_request_error")
+                    await _send_json(send, 400, bad, close=True)
                     return
                 if declared > limit:
-                    await _send_json(
-                        send,
-                        413,
-                        too_large,
-                    )
+                    await _send_json(send, 413, too_large, close=True)
                     return
         seen = 0
         started = rejected = False
@@ -110,7 +111,7 @@ class LimitBody:
                 if seen > limit:  # answer now; the app sees the client go away
                     rejected = True
                     if not started:
-                        await _send_json(send, 413, too_large)
+                        await _send_json(send, 413, too_large, close=True)
                     return {"type": "http.disconnect"}
             return msg
 
@@ -134,17 +135,19 @@ class RequireKey:
 
     def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app, self.key = app, key
+        self._key = (key or "").encode("utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.key is None or scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        auth = ""
+        auth = b""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                auth = value.decode("latin-1")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.key):
+                auth = bytes(value)
+        scheme, _, token = auth.partition(b" ")
+        # as bytes: a key or a header with non-ASCII characters is simply not the key
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
             what = "no API key was sent" if not auth else "the API key is not valid"
             await _send_json(
                 send,

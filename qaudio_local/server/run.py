@@ -149,6 +149,7 @@ def run(
         create_app(state, settings.api_key),
         host=settings.host,
         port=settings.port,
+        http=h11_protocol(),  # pure Python, and its 400s in OpenAI's error shape
         log_level="debug" if level == "debug" else "error" if level == "error" else "warning",
         access_log=False,  # ours (access.py) has the duration and never the query
         timeout_graceful_shutdown=5,
@@ -186,6 +187,40 @@ def run(
             model.close()
     if failed:
         raise failed[0]
+
+
+def h11_protocol() -> type:
+    """uvicorn's h11 protocol, answering a request it cannot parse (a malformed
+    ``Content-Length``, a broken chunk) with OpenAI's error shape instead of plain text."""
+    import json
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from .http import error_body
+
+    class OpenAIShaped400(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps(
+                error_body(
+                    "the HTTP request could not be read (malformed headers, Content-Length or "
+                    "chunked body)",
+                    "invalid_request_error",
+                    None,
+                    "bad_request",
+                )
+            ).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            event = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
+            for ev in (event, h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(ev))
+            self.transport.close()
+
+    return OpenAIShaped400
 
 
 @contextlib.contextmanager
