@@ -709,3 +709,29 @@ def test_a_chunked_body_over_the_limit_is_not_read_past_it(tight: str) -> None:
     assert b"body_too_large" in answer
     assert sent_at_answer < 5 * 2**20  # 1 MiB read, the rest socket buffers at most
     assert closed, f"the server kept reading: {sent / 2**20:.1f} MiB sent in all"
+
+
+def test_the_route_and_the_cli_cut_a_recording_the_same_way(
+    server: str, recording: Path, tiny_gguf: Pair, tmp_path: Path
+) -> None:
+    """Same segments from `qaudio transcribe` and from the route, whole or streamed."""
+    cmd = [sys.executable, "-m", "qaudio_local", "transcribe", str(recording), "--quiet"]
+    cmd += ["--model-file", str(tiny_gguf[0]), "--mmproj-file", str(tiny_gguf[1])]
+    cmd += ["--max-tokens", "3", "-o", "verbose_json", "--output-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(next(tmp_path.glob("*.verbose.json")).read_text())["segments"]
+    c = client(server)
+    whole = c.audio.transcriptions.create(
+        model=MODEL, file=recording.open("rb"), response_format="verbose_json"
+    )
+    assert [(s["start"], s["end"]) for s in cli] == [
+        (s.start, s.end)
+        for s in whole.segments  # type: ignore[union-attr]
+    ]
+    events = list(
+        c.audio.transcriptions.create(model=MODEL, file=recording.open("rb"), stream=True)
+    )
+    usage = events[-1].usage  # type: ignore[union-attr]
+    speech = sum(s["end"] - s["start"] for s in cli)
+    assert usage.input_token_details.audio_tokens == pytest.approx(speech * 25, abs=len(cli))

@@ -200,17 +200,22 @@ def test_transcribe_a_minute_into_every_format(model: AudioModel, tmp_path: Path
     )
 
 
-def test_translate_and_a_custom_prompt_keep_the_segmentation(
+def test_translation_keeps_the_speech_segmentation_a_prompt_of_ones_own_cuts_by_sound(
     model: AudioModel, tmp_path: Path
 ) -> None:
     path = tmp_path / "m.wav"
     make_recording(path, MINUTE[:6])
     base = [(s.start_sample, s.end_sample) for s in transcribe(model, path)]
-    for opts in (
-        TranscribeOptions(task="translate"),
-        TranscribeOptions(prompt="Describe the sounds and who speaks."),
-    ):
-        assert [(s.start_sample, s.end_sample) for s in transcribe(model, path, opts)] == base
+    translated = transcribe(model, path, TranscribeOptions(task="translate"))
+    assert [(s.start_sample, s.end_sample) for s in translated] == base
+    assert translated.info.segmented_by == "speech"
+    described = transcribe(model, path, TranscribeOptions(prompt="Describe the sounds."))
+    by_sound = [(s.start_sample, s.end_sample) for s in described]
+    energy = transcribe(model, path, TranscribeOptions(vad="energy"))
+    assert by_sound == [(s.start_sample, s.end_sample) for s in energy]
+    assert described.info.segmented_by == "sound" and described.info.vad == "energy"
+    asked = TranscribeOptions(prompt="Describe the sounds.", vad="silero")  # asked for: kept
+    assert [(s.start_sample, s.end_sample) for s in transcribe(model, path, asked)] == base
     assert TranscribeOptions(task="translate").instruction(None).startswith("Translate")
 
 

@@ -8,8 +8,9 @@ available, an energy detector takes its place (:class:`EnergyVad`).
 :class:`Segmenter` turns the decisions into segments for the model, streaming: speech
 starts at a frame of probability >= ``threshold``, and ends after ``min_silence_s`` below
 ``neg_threshold``; each stretch of speech is padded by ``pad_s`` and becomes a segment. A
-stretch longer than ``max_segment_s`` (the encoder's 30 s) is cut at its quietest frame in
-the last part of the window, never inside a word when a pause is there. Silences between
+stretch longer than ``max_segment_s`` (the encoder's 30 s) is cut in a pause chosen over the
+whole window (the longest kind of pause there, the latest of those), never inside sound
+while any pause is there; only a window without one is cut at its quietest frame. Silences between
 stretches are never sent to the model. Every segment's bounds are exact sample indices.
 """
 
@@ -26,6 +27,9 @@ from ..config import SAMPLE_RATE
 
 FRAME = 512  # samples per decision (32 ms at 16 kHz; Silero's window)
 SILENCE_DBFS = -60.0  # frames quieter than this are silence without asking the model
+MIN_PAUSE_S = 0.15  # the shortest run below neg_threshold that counts as a pause to cut in
+PAUSE_TIERS = (0.3, 0.6, 1.2)  # a pause at least this long beats any shorter tier
+QUIET_ABOVE_FLOOR_DB = 3.0  # a frame this close to a window's noise floor is quiet
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class VadOptions:
         min_silence_s: Speech ends after this long below ``neg_threshold`` (2.0 s).
         pad_s: Added before and after each stretch of speech (0.4 s).
         max_segment_s: The longest segment (30 s: the encoder's receptive field).
-        min_cut_s: A long stretch is cut no earlier than this into the segment (20 s).
+        min_cut_s: A long stretch is cut no earlier than this into the segment (1 s); the
+            cut is chosen over the rest of the window.
     """
 
     threshold: float = 0.5
@@ -48,7 +53,7 @@ class VadOptions:
     min_silence_s: float = 2.0
     pad_s: float = 0.4
     max_segment_s: float = 30.0
-    min_cut_s: float = 20.0
+    min_cut_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.neg_threshold <= self.threshold < 1:
@@ -229,17 +234,29 @@ class Segmenter:
         return []
 
     def _quietest(self, lo: int, hi: int) -> int:
-        """Where to cut in ``[lo, hi)``: the middle of its longest pause (frames below
-        ``neg_threshold``; the later of equals), else its quietest frame."""
+        """Where to cut in ``[lo, hi)``: in the middle of a pause, chosen over the whole
+        window. A pause is a run of at least :data:`MIN_PAUSE_S` of quiet frames (below
+        ``neg_threshold``, or at the window's noise floor); longer pauses win by tier
+        (:data:`PAUSE_TIERS`), the latest within a tier. Only a window with no pause at
+        all is cut inside sound, at its quietest frame."""
         f0, f1 = -(-lo // FRAME) - self._probs_base, hi // FRAME - self._probs_base
-        best, best_key, run = f1 - 1, (0, 0.0, 0), 0
-        for i in range(f0, f1):
-            run = run + 1 if self._probs[i] < self.o.neg_threshold else 0
-            if run:
-                key = (run, -self._levels[i - run // 2], i)
-                if key > best_key:
-                    best, best_key = i - run // 2, key
-        if best_key[0] == 0:  # no pause at all: the quietest frame
+        # quiet: the detector hears no speech, or the level is at the window's noise floor
+        # (the detector lags a few frames behind the end of speech)
+        floor = float(np.percentile(self._levels[f0:f1], 10)) + QUIET_ABOVE_FLOOR_DB
+        shortest = max(1, round(MIN_PAUSE_S * SAMPLE_RATE / FRAME))
+        tiers = [round(t * SAMPLE_RATE / FRAME) for t in PAUSE_TIERS]
+        best, best_key, run = -1, (-1, -1), 0
+        for i in range(f0, f1 + 1):
+            if i < f1 and (self._probs[i] < self.o.neg_threshold or self._levels[i] <= floor):
+                run += 1
+                continue
+            if run >= shortest:  # a pause ended at frame i - 1
+                tier = sum(run >= t for t in tiers)
+                middle = i - run + run // 2
+                if (tier, middle) > best_key:
+                    best, best_key = middle, (tier, middle)
+            run = 0
+        if best < 0:  # no pause at all: the quietest frame (the later of equals)
             best = min(range(f0, f1), key=lambda i: (self._levels[i], -i))
         return (best + self._probs_base) * FRAME
 

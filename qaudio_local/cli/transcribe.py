@@ -139,7 +139,8 @@ def _inputs(audio: tuple[str, ...]) -> list[tuple[Any, Path]]:
     type=click.Choice(["auto", "silero", "energy"]),
     default="auto",
     show_default=True,
-    help="Voice detector that finds the speech: Silero (auto, when installed) or energy.",
+    help="What cuts the recording into segments: silero finds speech, energy finds any "
+    "sound; auto: speech to transcribe or translate, any sound for a --prompt of your own.",
 )
 @click.option(
     "--deterministic",
@@ -262,8 +263,27 @@ def _one(
     progress(tr.info, final=True)
     paths = write_outputs(stem, formats, segments, tr.info)
     tr.journal.remove()  # type: ignore[union-attr]
-    click.echo(f"{name}: wrote {', '.join(str(p) for p in paths)}", err=True)
+    info = tr.info
+    found = f"{info.segments} segment(s) of {info.segmented_by} found by {info.vad}"
+    click.echo(f"{name}: {found}; wrote {', '.join(str(p) for p in paths)}", err=True)
+    if info.segments == 0 and info.duration > 0:
+        click.echo(f"note: {_nothing_found(info)}", err=True)
     return tr.info
+
+
+def _nothing_found(info: Any) -> str:
+    """What to say when a recording gave no segment at all (the outputs are empty)."""
+    if info.segmented_by == "speech":
+        return (
+            f"no speech was found in {info.source} ({_duration(info.duration)}), so nothing "
+            "was sent to the model and the outputs are empty; for sounds or music, give a "
+            '--prompt of your own (e.g. --prompt "Describe the sounds."), which segments by '
+            "sound, or --vad energy"
+        )
+    return (
+        f"no sound above the noise floor was found in {info.source} "
+        f"({_duration(info.duration)}): it is silent or nearly so, and the outputs are empty"
+    )
 
 
 def _summary(

