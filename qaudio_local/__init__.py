@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .audio.decode import AudioClip, load_audio, load_clip
+    from .audio import AudioClip, load_audio, load_clip
     from .convert import convert_checkpoint
     from .engine.model import (
         AudioModel,
@@ -46,9 +46,9 @@ if TYPE_CHECKING:
     from .models.resolve import resolve_model
 
 _LAZY = {
-    "load_audio": ".audio.decode",
-    "load_clip": ".audio.decode",
-    "AudioClip": ".audio.decode",
+    "load_audio": ".audio",
+    "load_clip": ".audio",
+    "AudioClip": ".audio",
     "resolve_model": ".models.resolve",
     "convert_checkpoint": ".convert",
     "Message": ".engine.prompt",

@@ -1,4 +1,4 @@
-"""The audio front end (qaudio_local.audio.decode): decoding, downmix, resampling, errors."""
+"""The audio front end (qaudio_local.audio): decoding, downmix, resampling, errors."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from qaudio_local.audio import decode as audio
-from qaudio_local.audio.decode import AudioClip, load_audio, load_clip
+from qaudio_local.audio import load as audio
+from qaudio_local.audio.load import AudioClip, load_audio, load_clip
 from qaudio_local.config import SAMPLE_RATE
 from qaudio_local.errors import (
     AudioDecodeError,

@@ -20,7 +20,7 @@ import soxr
 
 from ..config import SAMPLE_RATE
 from ..errors import AudioDecodeError, EmptyAudioError, InvalidAudioError, QAudioError
-from .decode import RESAMPLE_QUALITY, _decode_message, _describe, _open_source
+from .load import RESAMPLE_QUALITY, _decode_message, _describe, _open_source
 from .native_stderr import quiet_c_stderr
 
 BLOCK_SECONDS = 10.0  # decoded per read; memory is a few blocks whatever the duration
