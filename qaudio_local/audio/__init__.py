@@ -1,4 +1,6 @@
-"""Audio in: decode files, bytes and arrays (:mod:`.load`), Whisper-identical log-mel
+"""Audio in: decode files, bytes and arrays (:mod:`.load`, with :mod:`.sources`,
+:mod:`.arrays`, :mod:`.mpeg`, :mod:`.validate` and the limits in :mod:`.limits`), read long
+audio as a stream (:mod:`.stream`), find speech (:mod:`.vad`), Whisper-identical log-mel
 (:mod:`.features`) and the <= 30 s windows the encoder sees (:mod:`.windows`).
 
 Imports only the package root (``errors``, ``config``, ``paths``); everything above may use it.
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .load import (
+    from .limits import (
         BLOCK_BYTES,
         BLOCK_FRAMES,
         MAX_CHANNELS_FIRST,
@@ -43,29 +45,31 @@ if TYPE_CHECKING:
         MAX_STREAM_BYTES,
         MIN_RATE,
         RESAMPLE_QUALITY,
-        AudioClip,
-        AudioSource,
-        load_audio,
-        load_clip,
-        read_stdin_audio,
     )
+    from .load import AudioClip, load_audio, load_clip
+    from .sources import AudioSource, read_stdin_audio
 
 _PUBLIC = {
     "AudioClip": ".load",
-    "AudioSource": ".load",
     "load_audio": ".load",
     "load_clip": ".load",
-    "read_stdin_audio": ".load",
-    "BLOCK_BYTES": ".load",
-    "BLOCK_FRAMES": ".load",
-    "MAX_CHANNELS_FIRST": ".load",
-    "MAX_FILE_CHANNELS": ".load",
-    "MAX_PEAK": ".load",
-    "MAX_RATE": ".load",
-    "MAX_SECONDS": ".load",
-    "MAX_STREAM_BYTES": ".load",
-    "MIN_RATE": ".load",
-    "RESAMPLE_QUALITY": ".load",
+    "AudioSource": ".sources",
+    "read_stdin_audio": ".sources",
+    **{
+        name: ".limits"
+        for name in (
+            "BLOCK_BYTES",
+            "BLOCK_FRAMES",
+            "MAX_CHANNELS_FIRST",
+            "MAX_FILE_CHANNELS",
+            "MAX_PEAK",
+            "MAX_RATE",
+            "MAX_SECONDS",
+            "MAX_STREAM_BYTES",
+            "MIN_RATE",
+            "RESAMPLE_QUALITY",
+        )
+    },
 }
 
 
