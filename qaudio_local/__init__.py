@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .audio.decode import AudioClip, load_audio, load_clip
+    from .audio import AudioClip, load_audio, load_clip
     from .audio.vad import VadOptions
     from .chat import Conversation
     from .convert import convert_checkpoint
@@ -77,9 +77,9 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    "load_audio": ".audio.decode",
-    "load_clip": ".audio.decode",
-    "AudioClip": ".audio.decode",
+    "load_audio": ".audio",
+    "load_clip": ".audio",
+    "AudioClip": ".audio",
     "resolve_model": ".models.resolve",
     "load_model": ".models.load",
     "VadOptions": ".audio.vad",

@@ -3,14 +3,66 @@
 Every error derives from :class:`QAudioError` and also from the builtin that
 matches its meaning, so callers can catch either. Each one carries the data
 that describes the problem as attributes, and its message says what to do next.
+
+Each class also decides its own outcome, as class attributes a subclass may override:
+the ``qaudio`` command's exit code, the server's HTTP status and OpenAI's error
+``type`` (and ``code``, where OpenAI has one). The command line and the server look
+these up; neither keeps a table of its own. Every error pickles with its message and
+attributes, so it can cross a process boundary.
 This module imports nothing from the package.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+# the attributes of an OSError that live in slots, not in the instance's __dict__
+_OSERROR_SLOTS = ("errno", "strerror", "filename", "filename2")
+
 
 class QAudioError(Exception):
-    """Root of every error raised by qaudio-local."""
+    """Root of every error raised by qaudio-local.
+
+    Attributes:
+        exit_code: The ``qaudio`` command's exit status: 2 when what the user passed is
+            wrong (a path, a name, an option: fix the command), 1 when something failed
+            (the network, the disk, llama.cpp).
+        http_status: The server's status when a request ends in this error: 400 for input
+            the client can fix, 404 for a name that does not exist, 500 for what only the
+            server's operator can fix (its model files, registry, disk or network; the
+            client passed none of those, whatever the exit code says).
+        openai_type: The ``type`` of OpenAI's error object: ``"invalid_request_error"``
+            with a 4xx status, ``"server_error"`` with a 5xx.
+        openai_code: The ``code`` of OpenAI's error object (``None`` for most errors).
+    """
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    openai_code: ClassVar[str | None] = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the class, ``args`` (the message) and the attributes.
+
+        Unpickling does not call the subclass's ``__init__`` (whose arguments are not
+        ``args``: most take keywords, some compose the message); :func:`_rebuild` makes the
+        instance from ``args`` as the builtin base does, then the attributes are restored.
+        """
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):
+            state.update(
+                (name, getattr(self, name))
+                for name in _OSERROR_SLOTS
+                if getattr(self, name) is not None
+            )
+        return _rebuild, (type(self), self.args), state
+
+
+def _rebuild(cls: type[QAudioError], args: tuple[Any, ...]) -> QAudioError:
+    """An instance of ``cls`` with ``args``, made by the builtin base class (for unpickling)."""
+    error = cls.__new__(cls, *args)
+    super(QAudioError, error).__init__(*args)
+    return error
 
 
 # --- audio -------------------------------------------------------------------
@@ -23,6 +75,10 @@ class AudioError(QAudioError, ValueError):
         source: A short description of where the audio came from (a path,
             ``"<bytes>"`` or ``"<array>"``).
     """
+
+    exit_code = 2
+    http_status = 400
+    openai_type = "invalid_request_error"
 
     def __init__(self, message: str, *, source: str = "<audio>") -> None:
         super().__init__(message)
@@ -78,6 +134,10 @@ class AudioFileNotFoundError(QAudioError, FileNotFoundError):
         path: The path that was asked for.
     """
 
+    exit_code = 2
+    http_status = 400
+    openai_type = "invalid_request_error"
+
     def __init__(self, path: str) -> None:
         super().__init__(f"audio file not found: {path}; check the path and try again")
         self.path = path
@@ -93,6 +153,10 @@ class ModelFileError(QAudioError, ValueError):
         path: The offending file.
     """
 
+    exit_code = 2
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
@@ -104,6 +168,10 @@ class ModelFileNotFoundError(QAudioError, FileNotFoundError):
     Attributes:
         path: The path that was asked for.
     """
+
+    exit_code = 2
+    http_status = 500
+    openai_type = "server_error"
 
     def __init__(self, path: str, *, what: str = "model file") -> None:
         super().__init__(
@@ -124,6 +192,10 @@ class ConversionError(QAudioError, ValueError):
         path: The checkpoint directory or file involved.
     """
 
+    exit_code = 2
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
@@ -136,6 +208,10 @@ class CheckpointNotFoundError(QAudioError, FileNotFoundError):
         path: The missing path.
     """
 
+    exit_code = 2
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
@@ -146,6 +222,10 @@ class CheckpointNotFoundError(QAudioError, FileNotFoundError):
 
 class RuntimeBackendError(QAudioError, RuntimeError):
     """llama.cpp reported a failure while loading or running the model."""
+
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
 
 
 class CpuKernelError(RuntimeBackendError):
@@ -175,6 +255,11 @@ class ContextOverflowError(QAudioError, ValueError):
         max_ctx: The model's trained context (0 if unknown).
     """
 
+    exit_code = 2
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "context_length_exceeded"
+
     def __init__(self, n_prompt: int, n_ctx: int, max_ctx: int = 0) -> None:
         if max_ctx and n_prompt + 64 > max_ctx:
             advice = (
@@ -202,6 +287,11 @@ class ContextFullError(QAudioError, ValueError):
         reserved: Positions kept free for the answer.
     """
 
+    exit_code = 2
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "context_length_exceeded"
+
     def __init__(self, used: int, n_ctx: int, reserved: int) -> None:
         super().__init__(
             f"the conversation takes {used} of the context's {n_ctx} tokens, and the answer "
@@ -217,6 +307,10 @@ class ConversationFileError(QAudioError, ValueError):
         path: The file in question (the conversation, or one of its clips).
     """
 
+    exit_code = 2
+    http_status = 400
+    openai_type = "invalid_request_error"
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
@@ -228,6 +322,10 @@ class OptionError(QAudioError, ValueError):
     Attributes:
         option: The option's name as the user types it, e.g. ``"--n-ctx"``.
     """
+
+    exit_code = 2
+    http_status = 400
+    openai_type = "invalid_request_error"
 
     def __init__(self, message: str, *, option: str) -> None:
         super().__init__(message)
@@ -241,6 +339,10 @@ class DependencyMissingError(QAudioError, ImportError):
         package: The missing distribution.
         extra: The qaudio-local extra that provides it.
     """
+
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(f"{package} is not installed; run `pip install 'qaudio-local[{extra}]'`")
@@ -275,6 +377,10 @@ class RemoteFileNotFoundError(QAudioError, FileNotFoundError):
         missing: What is missing: ``"file"``, ``"revision"`` or ``"repo"``.
     """
 
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(self, repo: str, filename: str, *, revision: str = "main", missing: str) -> None:
         what = {
             "repo": f"the hub has no repository {repo!r} (needed for {filename!r}); it may have "
@@ -300,6 +406,10 @@ class HubUnreachableError(QAudioError, ConnectionError):
         reason: What went wrong, in a few words.
     """
 
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(self, endpoint: str, reason: str) -> None:
         super().__init__(
             f"cannot reach the model hub at {endpoint} ({reason}); check your network "
@@ -319,6 +429,10 @@ class OfflineModelMissingError(QAudioError, FileNotFoundError):
         name_hint: The model name to pull, when known.
         command: The exact command to run while online.
     """
+
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
 
     def __init__(self, repo: str, filename: str, *, name_hint: str | None = None) -> None:
         self.command = _pull_command(name_hint)
@@ -344,6 +458,10 @@ class IntegrityError(QAudioError, ValueError):
         expected: The digest it should have.
         actual: The digest it has (or the hub advertises, for a pin mismatch).
     """
+
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
 
     def __init__(
         self,
@@ -376,6 +494,10 @@ class DiskFullError(QAudioError, OSError):
         free: Bytes free when it was checked.
     """
 
+    exit_code = 1
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(self, path: str, *, needed: int, free: int, detail: str | None = None) -> None:
         need = f"need {_size(needed)}, " if needed else ""
         super().__init__(
@@ -404,6 +526,10 @@ class CatalogError(QAudioError, ValueError):
         key: The offending key, if one is to blame.
     """
 
+    exit_code = 2
+    http_status = 500
+    openai_type = "server_error"
+
     def __init__(
         self, message: str, *, path: str, table: str | None = None, key: str | None = None
     ) -> None:
@@ -423,6 +549,11 @@ class UnknownModelError(QAudioError, LookupError):
         valid: The accepted names.
         model: The model whose quants/projectors were searched (``None`` for models).
     """
+
+    exit_code = 2
+    http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
 
     def __init__(
         self, name: str, *, kind: str, valid: tuple[str, ...], model: str | None = None
@@ -448,6 +579,10 @@ class PlanError(QAudioError, ValueError):
         quant: The quantization that was tried.
         alternative: The best plan that does fit, as a short description, if any.
     """
+
+    exit_code = 2
+    http_status = 500
+    openai_type = "server_error"
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qaudio_local.audio.decode import load_audio
+from qaudio_local.audio import load_audio
 from qaudio_local.config import SAMPLE_RATE
 from qaudio_local.engine.model import AudioModel, SamplingOptions
 

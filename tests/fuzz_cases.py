@@ -348,7 +348,7 @@ def _stdin_source(rng: np.random.Generator, raw: bytes, tmp: Path) -> Any:
     """Standard input as ``qaudio run -`` reads it: fd 0 is a pipe (or a device) here."""
     import sys
 
-    from qaudio_local.audio.decode import read_stdin_audio
+    from qaudio_local.audio import read_stdin_audio
 
     kind = int(rng.integers(5))
     if kind == 3:
@@ -364,7 +364,7 @@ def _stdin_source(rng: np.random.Generator, raw: bytes, tmp: Path) -> Any:
 
 
 def _run_audio(case: dict[str, Any]) -> dict[str, Any]:
-    from qaudio_local.audio.decode import load_clip
+    from qaudio_local.audio import load_clip
     from qaudio_local.audio.native_stderr import quiet_c_stderr  # noqa: F401 - what it uses
 
     with tempfile.TemporaryDirectory() as d:

@@ -269,7 +269,7 @@ def serve() -> None:
     import numpy  # noqa: F401 - imported once, before forking
     import soundfile  # noqa: F401
 
-    import qaudio_local.audio.decode  # noqa: F401
+    import qaudio_local.audio.load  # noqa: F401
     import qaudio_local.engine.gguf_check  # noqa: F401
     import tests.fuzz_cases  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""The audio front end (qaudio_local.audio.decode): decoding, downmix, resampling, errors."""
+"""The audio front end (qaudio_local.audio): decoding, downmix, resampling, errors."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from qaudio_local.audio import decode as audio
-from qaudio_local.audio.decode import AudioClip, load_audio, load_clip
+from qaudio_local import audio
+from qaudio_local.audio import AudioClip, load_audio, load_clip, mpeg, sources
 from qaudio_local.config import SAMPLE_RATE
 from qaudio_local.errors import (
     AudioDecodeError,
@@ -477,7 +477,7 @@ def wav_with_rate(rate: int, n: int = 30_000) -> bytes:
 def test_impossible_declared_rates_are_refused_before_decoding(
     rate: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audio.soxr, "ResampleStream", None)  # must never be reached
+    monkeypatch.setattr(soxr, "ResampleStream", None)  # must never be reached
     with pytest.raises(AudioDecodeError, match=f"declares a sample rate of {rate} Hz") as err:
         load_audio(wav_with_rate(rate))
     assert "1000-1000000 Hz" in str(err.value)
@@ -496,13 +496,13 @@ def test_length_is_checked_before_resampling(
 ) -> None:
     path = tmp_path / "long.wav"
     sf.write(path, tone(440.0, 8000, seconds=3.0), 8000, subtype="PCM_16")
-    monkeypatch.setattr(audio.soxr, "ResampleStream", None)  # refused before any resampling
+    monkeypatch.setattr(soxr, "ResampleStream", None)  # refused before any resampling
     with pytest.raises(AudioTooLongError) as err:
         load_audio(path, max_seconds=2.5)
     assert (err.value.limit, err.value.rate, err.value.source) == (2.5, 8000, str(path))
     assert err.value.seconds == pytest.approx(3.0)
     assert "2.5 s" in str(err.value) and "qaudio transcribe" in str(err.value)
-    monkeypatch.setattr(audio.soxr, "resample", None)
+    monkeypatch.setattr(soxr, "resample", None)
     with pytest.raises(AudioTooLongError):
         load_audio(np.zeros(10 * 8000, np.float32), source_rate=8000, max_seconds=9.99)
 
@@ -634,8 +634,8 @@ def test_a_fifo_carrying_a_wav(tmp_path: Path) -> None:
 def test_devices_are_read_with_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     if not os.path.exists("/dev/zero"):
         pytest.skip("no /dev/zero here")
-    monkeypatch.setattr(audio, "MAX_STREAM_BYTES", 1 << 20)
-    monkeypatch.setattr(audio._open_source, "__defaults__", (1 << 20,))
+    monkeypatch.setattr(mpeg, "MAX_STREAM_BYTES", 1 << 20)
+    monkeypatch.setattr(sources.open_source, "__defaults__", (1 << 20,))
     with pytest.raises(AudioTooLargeError, match="more than 1 MiB") as err:
         load_audio("/dev/zero")
     assert err.value.limit_bytes == 1 << 20
@@ -672,7 +672,7 @@ def test_stdin_is_read_whole_with_a_cap(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_unseekable_streams_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio._open_source, "__defaults__", (1000,))
+    monkeypatch.setattr(sources.open_source, "__defaults__", (1000,))
     with pytest.raises(AudioTooLargeError):
         load_audio(_Unseekable(bytes(5000)))  # type: ignore[arg-type]
 

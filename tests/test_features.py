@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qaudio_local.audio.decode import load_audio
+from qaudio_local.audio import load_audio
 from qaudio_local.audio.features import (
     Features,
     audio_tokens,

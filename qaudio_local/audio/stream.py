@@ -20,11 +20,12 @@ import soxr
 
 from ..config import SAMPLE_RATE
 from ..errors import AudioDecodeError, EmptyAudioError, InvalidAudioError, QAudioError
-from .decode import RESAMPLE_QUALITY, _decode_message, _describe, _open_source
+from .limits import MAX_FILE_CHANNELS, MAX_RATE, RESAMPLE_QUALITY
+from .load import decode_error
 from .native_stderr import quiet_c_stderr
+from .sources import describe_source, open_source
 
 BLOCK_SECONDS = 10.0  # decoded per read; memory is a few blocks whatever the duration
-MAX_RATE = 1_000_000  # Hz; beyond any real recording, and what soxr can take quickly
 
 
 @dataclass(frozen=True)
@@ -64,21 +65,18 @@ class AudioStream:
     """
 
     def __init__(self, source: Any) -> None:
-        self.desc = _describe(source)
-        opened = _open_source(source, self.desc)
+        self.desc = describe_source(source)
+        opened = open_source(source, self.desc)
         try:
             with quiet_c_stderr():
                 self._file = sf.SoundFile(opened)
         except (RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-            reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
-            if "does not exist" in reason or "not a regular file" in reason:
-                reason = "not a valid audio file, or an unsupported format or codec"
-            raise AudioDecodeError(_decode_message(self.desc, reason), source=self.desc) from exc
+            raise decode_error(self.desc, exc) from exc
         f = self._file
         self.info = StreamInfo(
             self.desc, int(f.samplerate), int(f.channels), max(0, f.frames), f.format
         )
-        if not 1 <= self.info.rate <= MAX_RATE or not 1 <= self.info.channels <= 1024:
+        if not 1 <= self.info.rate <= MAX_RATE or not 1 <= self.info.channels <= MAX_FILE_CHANNELS:
             self.close()
             raise AudioDecodeError(
                 f"{self.desc} declares {self.info.rate} Hz and {self.info.channels} channels, "

@@ -59,7 +59,7 @@ class Clip:
         Raises:
             AudioError: It cannot be read or decoded.
         """
-        from ..audio.decode import load_audio
+        from ..audio import load_audio
 
         p = Path(path).expanduser()
         samples = load_audio(p)

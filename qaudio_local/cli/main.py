@@ -1,8 +1,9 @@
 """The ``qaudio`` group, the error table and the options several commands share.
 
-Errors are printed as one line (``error: ...``) with exit code 2 for bad input
-and 1 for failures; ``--debug`` (before or after the command's name) or ``QAUDIO_DEBUG=1``
-adds the traceback and llama.cpp's own log.
+Errors are printed as one line (``error: ...``) with the error's own exit code (2 for bad
+input, 1 for failures: :attr:`~qaudio_local.errors.QAudioError.exit_code`); ``--debug``
+(before or after the command's name) or ``QAUDIO_DEBUG=1`` adds the traceback and
+llama.cpp's own log.
 """
 
 from __future__ import annotations
@@ -20,56 +21,24 @@ import click
 
 from .. import __version__
 from ..config import debug_enabled
-from ..errors import (
-    AudioError,
-    AudioFileNotFoundError,
-    CatalogError,
-    CheckpointNotFoundError,
-    ContextFullError,
-    ContextOverflowError,
-    ConversationFileError,
-    ConversionError,
-    DependencyMissingError,
-    DiskFullError,
-    HubUnreachableError,
-    IntegrityError,
-    ModelFileError,
-    ModelFileNotFoundError,
-    OfflineModelMissingError,
-    OptionError,
-    PlanError,
-    QAudioError,
-    RemoteFileNotFoundError,
-    UnknownModelError,
-)
+from ..errors import QAudioError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# exception type -> exit code; the first match wins.
+# builtin exception type -> exit code, for errors the library did not wrap (each QAudioError
+# carries its own exit_code); the first match wins, anything else exits 1.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (AudioFileNotFoundError, 2),
-    (AudioError, 2),
-    (ModelFileNotFoundError, 2),
-    (ModelFileError, 2),
-    (CheckpointNotFoundError, 2),
-    (ConversionError, 2),
-    (ContextOverflowError, 2),
-    (OptionError, 2),
-    (ConversationFileError, 2),
-    (ContextFullError, 2),
-    (CatalogError, 2),
-    (UnknownModelError, 2),
-    (PlanError, 2),
-    (RemoteFileNotFoundError, 1),
-    (OfflineModelMissingError, 1),
-    (HubUnreachableError, 1),
-    (IntegrityError, 1),
-    (DiskFullError, 1),
-    (DependencyMissingError, 1),
-    (QAudioError, 1),
     (ValueError, 2),
     (OSError, 1),
 )
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status for ``exc``: a library error's own ``exit_code`` (2: bad input,
+    1: a failure), else the first match in :data:`EXIT_CODES`, else 1."""
+    if isinstance(exc, QAudioError):
+        return exc.exit_code
+    return next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
 
 
 def debug_requested(ctx: click.Context | None) -> bool:
@@ -98,7 +67,7 @@ def handle_errors(func: F) -> F:
         except Exception as exc:
             if debug_requested(click.get_current_context(silent=True)):
                 traceback.print_exc()
-            code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
+            code = exit_code(exc)
             msg = (
                 str(exc)
                 if isinstance(exc, QAudioError | ValueError | OSError)

@@ -67,7 +67,7 @@ def run(
       qaudio run a.wav b.wav -p "Which of the two is louder?" --json
       cat clip.flac | qaudio run - --quant Q5_K_M
     """
-    from ..audio.decode import load_audio, read_stdin_audio
+    from ..audio import load_audio, read_stdin_audio
 
     check_model_options(opts)  # usage errors before any audio is read or model pulled
     clips = [load_audio(read_stdin_audio() if a == "-" else a) for a in audio]

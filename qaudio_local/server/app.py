@@ -70,10 +70,8 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QAudioError)
     async def qaudio_error(request: Request, exc: QAudioError) -> JSONResponse:
-        status = 400 if isinstance(exc, ValueError) else 500
-        return error_response(
-            status, str(exc), "invalid_request_error" if status == 400 else "server_error"
-        )
+        # the error decides: 400 for input the client can fix, 404 for an unknown name, ...
+        return error_response(exc.http_status, str(exc), exc.openai_type, code=exc.openai_code)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

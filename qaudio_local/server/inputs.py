@@ -99,7 +99,7 @@ def decode_audio(data: bytes, param: str) -> np.ndarray:
     Raises:
         InputError: Empty, or not decodable (with the front end's message).
     """
-    from ..audio.decode import load_audio
+    from ..audio import load_audio
     from ..errors import AudioError
 
     if not data:
