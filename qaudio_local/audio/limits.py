@@ -44,3 +44,9 @@ MAX_PEAK = 2.0**31
 # A 2-D array whose first dimension is at most this (and smaller than the second) is taken as
 # (channels, n_samples); otherwise as (n_samples, channels), soundfile's layout.
 MAX_CHANNELS_FIRST = 8
+
+# file name endings taken for audio when a folder is given (qaudio transcribe DIR) or a path
+# is typed alone in qaudio chat: what libsndfile reads, MP3 included
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
+)

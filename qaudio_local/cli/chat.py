@@ -18,12 +18,12 @@ from typing import Any
 
 import click
 
+from ..audio.limits import AUDIO_SUFFIXES
 from ..config import DEFAULT_SYSTEM_PROMPT
 from ..errors import QAudioError
 from .main import handle_errors, main
 from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf"}
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int}
 WARN_AT = 0.75  # of the context used
 HELP = """commands:

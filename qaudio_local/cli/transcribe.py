@@ -10,14 +10,11 @@ from typing import Any
 
 import click
 
+from ..audio.limits import AUDIO_SUFFIXES
 from ..errors import QAudioError
+from ..transcription.writers import FORMATS
 from .main import handle_errors, main
 from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
-
-FORMATS = ("txt", "srt", "vtt", "json", "verbose_json")  # qaudio_local.transcription.FORMATS
-AUDIO_SUFFIXES = {
-    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64",
-}  # fmt: skip
 
 
 def _duration(seconds: float) -> str:
