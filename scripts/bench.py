@@ -469,7 +469,7 @@ def _llama(spec: dict[str, Any]) -> Any:
     from llama_cpp import Llama
 
     from qaudio_local.engine.cpu_probe import fast_kernel_seam
-    from qaudio_local.engine.gguf_check import check_text_model
+    from qaudio_local.engine.gguf import check_text_model
 
     fast = fast_kernels(spec["model"])
     fast_kernel_seam(check_text_model(spec["model"]).quantized, fast)

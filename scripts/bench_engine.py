@@ -126,7 +126,7 @@ def fast_kernels(model: str | Path) -> bool:
     CPU-kernel verdict, which every side of a benchmark obeys (the engine by itself,
     llama.cpp's tools through ``--repack 0`` / ``--no-repack``, ``Llama`` in bench.py)."""
     from qaudio_local.engine.cpu_probe import kernel_plan
-    from qaudio_local.engine.gguf_check import check_text_model
+    from qaudio_local.engine.gguf import check_text_model
 
     return kernel_plan("auto", check_text_model(model).quantized, False).extra_bufts
 

@@ -1,7 +1,7 @@
 """The llama.cpp runtime: audio and text in, streamed tokens out.
 
 Backend plumbing and ctypes bindings (:mod:`.backend`, :mod:`.ggml_api`), the checks that
-keep a bad GGUF away from llama.cpp (:mod:`.gguf_check`), the CPU-kernel probe's verdict
+keep a bad GGUF away from llama.cpp (:mod:`.gguf`), the CPU-kernel probe's verdict
 (:mod:`.cpu_probe`), the ggml audio encoder (:mod:`.encoder`), prompt rendering
 (:mod:`.prompt`), prefill (:mod:`.prefill`), options and typed results (:mod:`.results`)
 and :class:`AudioModel` (:mod:`.model`). Imports :mod:`qaudio_local.audio` and the root.

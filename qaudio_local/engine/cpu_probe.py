@@ -16,7 +16,7 @@ kernels it will really be used with (portable ones once a text step has faulted)
 places weights in extra buffer types (both allocate them in the backend's default buffer,
 which runs the plain kernels), and the probe confirms it on each machine; should one fault
 anyway, the runtime routes around it (see :func:`kernel_plan`). The probe's steps run
-without the trial load of :mod:`.gguf_loadcheck` (which would turn a crash into a clean
+without the trial load of :mod:`.gguf.loadcheck` (which would turn a crash into a clean
 error): the probe builds its own tiny models, so a crash there is always the kernels'.
 
 Test seam: with ``QAUDIO_TEST_FAST_KERNEL_FAULT=SIGSEGV`` (or ``SIGILL``) in the

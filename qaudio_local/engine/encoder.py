@@ -61,11 +61,11 @@ class AudioEncoder:
     """Encode log-mel windows into text-model embeddings.
 
     Args:
-        mmproj_path: The qwen2a projector GGUF (already validated by gguf_check).
+        mmproj_path: The qwen2a projector GGUF (already validated by :mod:`.gguf`).
         use_gpu: Use the best ggml device (a GPU when the build has one).
         n_threads: CPU threads for the CPU backend.
         widen_quantized: Keep quantized weights as F32 copies (for a machine where the
-            quantized kernels fault; see :mod:`qaudio_local.cpu_probe`).
+            quantized kernels fault; see :mod:`.cpu_probe`).
 
     Raises:
         ModelFileError: A tensor the graph needs is missing.

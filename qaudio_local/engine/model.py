@@ -30,7 +30,7 @@ import numpy as np
 from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..errors import OptionError, RuntimeBackendError
 from .backend import llama_modules, log_mark, log_since, recent_errors
-from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
+from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
 from .prompt import TOKENS_MARKER, Message, render, user
 from .results import (

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import SPECIAL_TOKENS
-from ..errors import ModelFileError
-from .gguf_scan import (
+from ...config import SPECIAL_TOKENS
+from ...errors import ModelFileError
+from .scan import (
     ARRAY,
     BOOL,
     FLOAT32,

@@ -1,9 +1,9 @@
 """A trial load in a child process: llama.cpp's remaining aborts become a one-line error.
 
-The schema in :mod:`.gguf_schema` covers every key and tensor llama.cpp reads, but not
+The schema in :mod:`.schema` covers every key and tensor llama.cpp reads, but not
 every way weights or kernels can fail inside it (an assert deep in a backend, a build
 with a bug). So before a pair of files is loaded in this process, it is loaded once in a
-child process (``python -m qaudio_local.engine.gguf_loadchild``) with the same options,
+child process (``python -m qaudio_local.engine.gguf.loadchild``) with the same options,
 and decoded once:
 
 1. the text model alone: load, create a small context, tokenize a chat prompt (special
@@ -37,19 +37,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import LOAD_CHECK_ENV
-from ..errors import CpuKernelError, ModelFileError, RuntimeBackendError
-from ..paths import cache_dir
-from .cpu_probe import SEAM_ENV, cpu_name
-
-if TYPE_CHECKING:
-    from .gguf_check import ProjectorInfo, TextModelInfo
+from ...config import LOAD_CHECK_ENV
+from ...errors import CpuKernelError, ModelFileError, RuntimeBackendError
+from ...paths import cache_dir
+from ..cpu_probe import SEAM_ENV, cpu_name
+from .info import ProjectorInfo, TextModelInfo
 
 ENV = LOAD_CHECK_ENV
 ENV_TIMEOUT = "QAUDIO_LOAD_CHECK_TIMEOUT"
-CHILD = "qaudio_local.engine.gguf_loadchild"  # run by module name: never imported here
+CHILD = "qaudio_local.engine.gguf.loadchild"  # run by module name: never imported here
 CLEAN_EXIT = 10  # the child met a clean (QAudioError) failure: no verdict about crashes
 _STAGES = {"text": "model file", "pair": "projector file"}
 
