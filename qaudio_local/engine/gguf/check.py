@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 from ...errors import ModelFileError, ModelFileNotFoundError, QAudioError
 from .info import ProjectorInfo, TextModelInfo
+from .meta import Meta
 from .scan import GGUF_MAGIC, GGUFFormatError, GGUFScan, scan
-from .schema import Meta, validate_projector, validate_text
+from .schema import validate_projector, validate_text
 
 __all__ = [
     "GGUF_MAGIC",
