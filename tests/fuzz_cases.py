@@ -672,7 +672,7 @@ def _token_mutation(rng: np.random.Generator, src: Path, dst: Path) -> None:
 def _run_gguf(case: dict[str, Any]) -> dict[str, Any]:
     from qaudio_local.engine.gguf import check_projector, check_text_model
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions, SamplingOptions
+    from qaudio_local.engine.options import ModelOptions, SamplingOptions
     from qaudio_local.errors import QAudioError
 
     pair = (Path(case["text"]), Path(case["mmproj"]))

@@ -17,8 +17,8 @@ import pytest
 
 from qaudio_local.engine.kv import CellLedger
 from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.engine.prompt import Message, user
-from qaudio_local.engine.results import ModelOptions, SamplingOptions
 from qaudio_local.engine.sampling import StopText
 
 from .conftest import tone

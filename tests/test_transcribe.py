@@ -31,7 +31,7 @@ import webvtt
 from qaudio_local.audio.stream import AudioStream, read_range
 from qaudio_local.audio.vad import FRAME, Segmenter, VadOptions, make_vad
 from qaudio_local.engine.model import AudioModel
-from qaudio_local.engine.results import ModelOptions
+from qaudio_local.engine.options import ModelOptions
 from qaudio_local.transcribe import FORMATS, TranscribeOptions, transcribe, write_outputs
 from qaudio_local.transcribe.journal import Journal
 from qaudio_local.transcribe.writers import timestamp

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..config import DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
+from ..engine.options import SamplingOptions
 from ..engine.prompt import Message, TokenIds
-from ..engine.results import Chunk, Generation, Result, SamplingOptions
+from ..engine.results import Chunk, Generation, Result
 from ..errors import ContextFullError, ConversationFileError
 from ..paths import write_atomic
 

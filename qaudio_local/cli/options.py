@@ -197,7 +197,7 @@ def sampling_options(func: F) -> F:
 
 def sampling_from(opts: dict[str, Any], **extra: Any) -> Any:
     """A :class:`SamplingOptions` from parsed options."""
-    from ..engine.results import SamplingOptions
+    from ..engine.options import SamplingOptions
 
     keys = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_tokens")
     return SamplingOptions(**{k: opts[k] for k in keys}, **extra)
@@ -223,7 +223,7 @@ def model_from_options(opts: dict[str, Any], **extra: Any) -> tuple[Path, Path, 
 
     ``extra`` goes to :class:`ModelOptions` (e.g. ``n_parallel``).
     """
-    from ..engine.results import ModelOptions
+    from ..engine.options import ModelOptions
 
     common = {
         "n_ctx": opts["n_ctx"],

@@ -3,8 +3,9 @@
 Backend plumbing and ctypes bindings (:mod:`.backend`, :mod:`.ggml_api`), the checks that
 keep a bad GGUF away from llama.cpp (:mod:`.gguf`), the CPU-kernel probe's verdict
 (:mod:`.cpu_probe`), the ggml audio encoder (:mod:`.encoder`), prompt rendering
-(:mod:`.prompt`), prefill (:mod:`.prefill`), options and typed results (:mod:`.results`)
-and :class:`AudioModel` (:mod:`.model`). Imports :mod:`qaudio_local.audio` and the root.
+(:mod:`.prompt`), prefill (:mod:`.prefill`), options (:mod:`.options`), typed results
+(:mod:`.results`) and :class:`AudioModel` (:mod:`.model`). Imports :mod:`qaudio_local.audio`
+and the root.
 
 The names below are its public face for the rest of the package (``models`` uses only
 these); they load lazily, so importing this package does not load llama.cpp.
@@ -17,8 +18,8 @@ from typing import Any
 
 _PUBLIC = {
     "AudioModel": ".model",
-    "ModelOptions": ".results",
-    "SamplingOptions": ".results",
+    "ModelOptions": ".options",
+    "SamplingOptions": ".options",
     "Chunk": ".results",
     "Generation": ".results",
     "Result": ".results",

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LOAD_CHECK_ENV
-from .results import CPU_KERNELS
+from .options import CPU_KERNELS
 
 PROBE_VERSION = 2
 TEXT_STEPS = tuple(f"text:{q}" for q in ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "Q3_K_M"))

@@ -31,20 +31,10 @@ from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..errors import OptionError, RuntimeBackendError
 from .backend import llama_modules, log_mark, log_since, recent_errors
 from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
+from .options import FLASH_ATTN, KV_TYPES, ModelOptions, SamplingOptions
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
 from .prompt import TOKENS_MARKER, Message, render, user
-from .results import (
-    FLASH_ATTN,
-    KV_TYPES,
-    Chunk,
-    Generation,
-    ModelOptions,
-    Result,
-    SamplingOptions,
-    Timings,
-    Usage,
-    check_audio,
-)
+from .results import Chunk, Generation, Result, Timings, Usage, check_audio
 from .scheduler import EngineStats, Request, Scheduler
 
 __all__ = [

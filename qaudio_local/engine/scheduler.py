@@ -36,8 +36,9 @@ import numpy as np
 from ..errors import ContextOverflowError, RuntimeBackendError
 from .backend import recent_errors
 from .kv import CellLedger, Slot, SlotState, common_prefix
+from .options import SamplingOptions
 from .prefill import Llama, Piece, Prompt
-from .results import Chunk, Result, SamplingOptions, Timings, Usage
+from .results import Chunk, Result, Timings, Usage
 from .sampling import StopText, TokenSampler
 
 

@@ -39,7 +39,7 @@ def _run_step(step: str, paths: dict[str, Path], portable_text: bool) -> None:
     import numpy as np
 
     from ..config import SAMPLE_RATE
-    from ..engine.results import ModelOptions, SamplingOptions
+    from ..engine.options import ModelOptions, SamplingOptions
 
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     clip = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SAMPLE_RATE
-from ..engine.results import SamplingOptions
+from ..engine.options import SamplingOptions
 from .journal import Journal
 
 TASKS = ("transcribe", "translate")

@@ -21,13 +21,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ...errors import ModelFileError, ModelFileNotFoundError, QAudioError
 from .info import ProjectorInfo, TextModelInfo
 from .meta import Meta
 from .scan import GGUF_MAGIC, GGUFFormatError, GGUFScan, scan
 from .schema import validate_projector, validate_text
+
+if TYPE_CHECKING:
+    from ..options import ModelOptions
 
 __all__ = [
     "GGUF_MAGIC",
@@ -76,10 +79,12 @@ def check_projector(path: str | Path) -> ProjectorInfo:
     return _checked(path, "projector file", check)
 
 
-def check_pair(model: TextModelInfo, projector: ProjectorInfo, options: Any = None) -> None:
+def check_pair(
+    model: TextModelInfo, projector: ProjectorInfo, options: ModelOptions | None = None
+) -> None:
     """Check that the projector's output width matches the text model.
 
-    With the :class:`~qaudio_local.engine.results.ModelOptions` the pair is about to be
+    With the :class:`~qaudio_local.engine.options.ModelOptions` the pair is about to be
     loaded with, also prove that llama.cpp loads it and decodes once, in a child process
     (see :mod:`.loadcheck`; cached per pair, skipped inside that child).
 

@@ -74,7 +74,7 @@ def _pair(model_path: str, mmproj_path: str, options: Any) -> None:
 
     from ...config import SAMPLE_RATE
     from ..model import AudioModel
-    from ..results import SamplingOptions
+    from ..options import SamplingOptions
 
     ctx = 2048 if options.audio_path == "mtmd" else 512
     opts = dataclasses.replace(
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     which text-model kernels it used), then ``ok``. With ``"text_only"`` in the job it stops
     after the text model. ``QAUDIO_LOAD_CHECK_INJECT_FAULT=text|pair`` aborts at that
     stage, ``hang`` never ends (for tests)."""
-    from ..results import ModelOptions
+    from ..options import ModelOptions
 
     job = json.loads((argv if argv is not None else sys.argv[1:])[0])
     options = ModelOptions(**job["options"])
