@@ -34,8 +34,9 @@ from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, che
 from .options import FLASH_ATTN, KV_TYPES, ModelOptions, SamplingOptions
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
 from .prompt import TOKENS_MARKER, Message, render, user
-from .results import Chunk, Generation, Result, Timings, Usage, check_audio
-from .scheduler import EngineStats, Request, Scheduler
+from .request import Request
+from .results import Chunk, EngineStats, Generation, Result, Timings, Usage, check_audio
+from .scheduler import Scheduler
 
 __all__ = [
     "AudioModel",

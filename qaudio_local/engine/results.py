@@ -1,8 +1,9 @@
-"""What a generation gives back: streamed chunks, the result, its usage and timings.
+"""What the engine gives back: streamed chunks, a generation's result, the engine's counts.
 
 :class:`Generation` streams :class:`Chunk` objects and holds the :class:`Result` (with
-:class:`Usage` and :class:`Timings`) once exhausted; :func:`check_audio` checks the arrays
-a prompt brings. How a model is loaded and how tokens are chosen are :mod:`.options`.
+:class:`Usage` and :class:`Timings`) once exhausted; :class:`EngineStats` counts what the
+engine has fed to llama.cpp; :func:`check_audio` checks the arrays a prompt brings. How a
+model is loaded and how tokens are chosen are :mod:`.options`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,35 @@ class Result:
             "usage": self.usage.__dict__.copy(),
             "timings": {k: round(v, 3) for k, v in self.timings.__dict__.items()},
         }
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What the engine has fed to llama.cpp since it was loaded (counts, not timings).
+
+    Attributes:
+        requests: Requests finished (any reason).
+        tokens_fed: Text tokens fed (prompt and generated).
+        embeddings_fed: Audio embedding rows fed.
+        positions_reused: Prompt positions whose cells were reused instead of fed.
+        decode_calls: ``llama_decode`` calls.
+        max_batch_sequences: The most sequences one ``llama_decode`` call has carried.
+        evictions: Cached sequences dropped to make room.
+        cells_used: Cells of the KV cache in use now (cached prefixes included).
+        n_ctx: Cells in all.
+        cached_sequences: Finished sequences whose cells are kept for reuse.
+    """
+
+    requests: int
+    tokens_fed: int
+    embeddings_fed: int
+    positions_reused: int
+    decode_calls: int
+    max_batch_sequences: int
+    evictions: int
+    cells_used: int
+    n_ctx: int
+    cached_sequences: int
 
 
 class Generation:
