@@ -79,7 +79,8 @@ def _inject_fault(step: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """The child: ``python -m qaudio_local.cpu_probe WORK STEP... [--portable-text]``."""
+    """The child: ``python -m qaudio_local.selftest.kernel_probe WORK STEP...``, with
+    ``--portable-text`` once a text step has faulted."""
     portable_text = "--portable-text" in argv
     args = [a for a in argv if a != "--portable-text"]
     work, steps = Path(args[0]), args[1:]
