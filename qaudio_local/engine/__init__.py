@@ -27,8 +27,8 @@ _PUBLIC = {
     "Usage": ".results",
     "Message": ".prompt",
     "user": ".prompt",
-    "BackendInfo": ".backend",
-    "backend_info": ".backend",
+    "BackendInfo": ".bindings.backend",
+    "backend_info": ".bindings.backend",
     "KernelVerdict": ".cpu_probe",
     "cpu_kernel_verdict": ".cpu_probe",
 }

@@ -199,7 +199,7 @@ def fast_kernel_seam(quantized: bool, extra_bufts: bool) -> None:
 
 def build_key() -> dict[str, str]:
     """What the verdict depends on; a change in any of it means probing again."""
-    from .backend import llama_modules
+    from .bindings.backend import llama_modules
 
     llama, _ = llama_modules()
     lib_dir = Path(llama.__file__).parent / "lib"

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..audio.features import audio_tokens, conv_frames
 from ..errors import ModelFileError, RuntimeBackendError
-from .ggml_api import (
+from .bindings.ggml_api import (
     GGML_BACKEND_DEVICE_TYPE_CPU,
     GGML_OP_POOL_AVG,
     GGML_TYPE_F16,
@@ -300,7 +300,7 @@ def _as_f32(t: Any) -> np.ndarray:
 
 
 def _init_params(mem: int) -> Any:
-    from .ggml_api import ggml_init_params
+    from .bindings.ggml_api import ggml_init_params
 
     return ggml_init_params(mem_size=mem, mem_buffer=None, no_alloc=True)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..errors import OptionError, RuntimeBackendError
-from .backend import llama_modules, log_mark, log_since, recent_errors
+from .bindings.backend import llama_modules, log_mark, log_since, recent_errors
 from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .options import FLASH_ATTN, KV_TYPES, ModelOptions, SamplingOptions
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextOverflowError, RuntimeBackendError
-from .backend import recent_errors
+from .bindings.backend import recent_errors
 from .kv import CellLedger, Slot, SlotState, common_prefix
 from .prefill import Llama
 from .request import Request

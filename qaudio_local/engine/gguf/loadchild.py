@@ -29,7 +29,7 @@ def _text_alone(model_path: str, n_layer: int, quantized: bool, options: Any) ->
     """
     import ctypes
 
-    from ..backend import llama_modules
+    from ..bindings.backend import llama_modules
     from ..cpu_probe import fast_kernel_seam, kernel_plan
 
     llama, _ = llama_modules()
