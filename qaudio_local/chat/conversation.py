@@ -2,7 +2,7 @@
 
 The model's answers are kept as the exact token ids it generated (not re-tokenized), so the
 next turn's prompt starts with what the engine's KV cache already holds: a turn costs only
-its own text and audio (see :mod:`qaudio_local.engine.scheduler`). When the context would
+its own text and audio (see :mod:`qaudio_local.engine.batch`). When the context would
 overflow, the oldest exchanges are dropped (or :class:`ContextFullError` is raised, as
 ``on_full`` says), and :attr:`Conversation.dropped` tells how many were.
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ContextOverflowError, RuntimeBackendError
-from .bindings.backend import recent_errors
+from ...errors import ContextOverflowError, RuntimeBackendError
+from ..bindings.backend import recent_errors
+from ..prefill import Llama
+from ..results import Chunk, EngineStats
 from .kv import CellLedger, Slot, SlotState, common_prefix
-from .prefill import Llama
 from .request import Request
-from .results import Chunk, EngineStats
 from .sampling import TokenSampler
 
 

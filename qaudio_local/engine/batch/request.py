@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
+from ..options import SamplingOptions
+from ..prefill import Piece, Prompt
+from ..results import Chunk, Result, Timings, Usage
 from .kv import Slot
-from .options import SamplingOptions
-from .prefill import Piece, Prompt
-from .results import Chunk, Result, Timings, Usage
 from .sampling import StopText, TokenSampler
 
 
