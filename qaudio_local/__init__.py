@@ -54,17 +54,10 @@ if TYPE_CHECKING:
     from .audio.vad import VadOptions
     from .chat import Conversation
     from .convert import convert_checkpoint
-    from .engine.model import (
-        AudioModel,
-        Chunk,
-        Generation,
-        ModelOptions,
-        Result,
-        SamplingOptions,
-        Timings,
-        Usage,
-    )
+    from .engine.model import AudioModel
+    from .engine.options import ModelOptions, SamplingOptions
     from .engine.prompt import Message, user
+    from .engine.results import Chunk, Generation, Result, Timings, Usage
     from .models.load import load_model
     from .models.resolve import resolve_model
     from .transcription import (
@@ -98,19 +91,10 @@ _LAZY = {
     "convert_checkpoint": ".convert",
     "Message": ".engine.prompt",
     "user": ".engine.prompt",
-    **{
-        n: ".engine.model"
-        for n in (
-            "AudioModel",
-            "Chunk",
-            "Generation",
-            "ModelOptions",
-            "Result",
-            "SamplingOptions",
-            "Timings",
-            "Usage",
-        )
-    },
+    "AudioModel": ".engine.model",
+    "ModelOptions": ".engine.options",
+    "SamplingOptions": ".engine.options",
+    **{n: ".engine.results" for n in ("Chunk", "Generation", "Result", "Timings", "Usage")},
 }
 
 

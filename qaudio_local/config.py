@@ -27,7 +27,7 @@ SPECIAL_TOKENS = (
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_PROMPT = "What does the person say?"
 
-# "0" skips the trial load of a model pair in a child process (engine.gguf_loadcheck);
+# "0" skips the trial load of a model pair in a child process (engine.gguf.loadcheck);
 # "child" marks the processes that are themselves the trial (or the CPU-kernel probe)
 LOAD_CHECK_ENV = "QAUDIO_LOAD_CHECK"
 

@@ -210,7 +210,7 @@ def build_models(
 def _positions(model: Path, mmproj: Path) -> int:
     """Context positions of the prefill prompt: a 30 s clip's audio tokens and the text."""
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions
+    from qaudio_local.engine.options import ModelOptions
 
     with AudioModel(model, mmproj, ModelOptions(n_ctx=1024, n_threads=1)) as engine:
         return engine.prompt_tokens(PROMPT, [make_clip(PREFILL_CLIP_S)])
@@ -310,7 +310,7 @@ def make_clip(seconds: float, seed: int = 1) -> np.ndarray:
 def child_ttft(spec: dict[str, Any]) -> dict[str, Any]:
     """This project, one audio path: first token and end to end for each clip."""
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions, SamplingOptions
+    from qaudio_local.engine.options import ModelOptions, SamplingOptions
 
     opts = ModelOptions(
         n_ctx=2048, n_threads=spec["threads"], audio_path=spec["path"], flash_attn="on"
@@ -415,7 +415,7 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
     """This project's engine on one GGUF: prefill of a 750-audio-token prompt, then decode."""
     from bench_engine import engine_rate
 
-    from qaudio_local.engine.results import SamplingOptions
+    from qaudio_local.engine.options import SamplingOptions
 
     with _engine(spec) as model:
         engine_rate(model, 1, 4)  # warm-up
@@ -435,7 +435,7 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
 def _engine(spec: dict[str, Any]) -> Any:
     """This project's ``AudioModel`` with the settings every side uses."""
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions
+    from qaudio_local.engine.options import ModelOptions
 
     opts = ModelOptions(
         n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=N_BATCH, flash_attn="on"
@@ -469,7 +469,7 @@ def _llama(spec: dict[str, Any]) -> Any:
     from llama_cpp import Llama
 
     from qaudio_local.engine.cpu_probe import fast_kernel_seam
-    from qaudio_local.engine.gguf_check import check_text_model
+    from qaudio_local.engine.gguf import check_text_model
 
     fast = fast_kernels(spec["model"])
     fast_kernel_seam(check_text_model(spec["model"]).quantized, fast)
@@ -546,7 +546,7 @@ def child_parallel(spec: dict[str, Any]) -> dict[str, Any]:
     from bench_engine import engine_rate
 
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions
+    from qaudio_local.engine.options import ModelOptions
 
     opts = ModelOptions(
         n_ctx=4096,

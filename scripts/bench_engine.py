@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 from qaudio_local.convert import convert_checkpoint  # noqa: E402
 from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
 from qaudio_local.engine.model import AudioModel  # noqa: E402
+from qaudio_local.engine.options import ModelOptions, SamplingOptions  # noqa: E402
 from qaudio_local.engine.prompt import Message, user  # noqa: E402
-from qaudio_local.engine.results import ModelOptions, SamplingOptions  # noqa: E402
 
 REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
 WIDE_TEXT = {"hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008}
@@ -126,7 +126,7 @@ def fast_kernels(model: str | Path) -> bool:
     CPU-kernel verdict, which every side of a benchmark obeys (the engine by itself,
     llama.cpp's tools through ``--repack 0`` / ``--no-repack``, ``Llama`` in bench.py)."""
     from qaudio_local.engine.cpu_probe import kernel_plan
-    from qaudio_local.engine.gguf_check import check_text_model
+    from qaudio_local.engine.gguf import check_text_model
 
     return kernel_plan("auto", check_text_model(model).quantized, False).extra_bufts
 

@@ -53,7 +53,7 @@ def make_recording(path: Path, minutes: float, seed: int = 0) -> float:
 def run_one(model: str, mmproj: str, audio: str, parallel: int, threads: int) -> None:
     """In the child: load, transcribe, print the timings as JSON."""
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions
+    from qaudio_local.engine.options import ModelOptions
     from qaudio_local.transcription import TranscribeOptions, transcribe
 
     opts = ModelOptions(n_ctx=max(4096, parallel * 1100), n_threads=threads, n_parallel=parallel)

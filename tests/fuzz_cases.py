@@ -531,7 +531,7 @@ def _field_names(path: Path) -> set[str]:
 
 
 def _header_size(path: Path) -> int:
-    from qaudio_local.engine.gguf_scan import scan
+    from qaudio_local.engine.gguf.scan import scan
 
     return scan(path).data_start
 
@@ -670,9 +670,9 @@ def _token_mutation(rng: np.random.Generator, src: Path, dst: Path) -> None:
 
 
 def _run_gguf(case: dict[str, Any]) -> dict[str, Any]:
-    from qaudio_local.engine.gguf_check import check_projector, check_text_model
+    from qaudio_local.engine.gguf import check_projector, check_text_model
     from qaudio_local.engine.model import AudioModel
-    from qaudio_local.engine.results import ModelOptions, SamplingOptions
+    from qaudio_local.engine.options import ModelOptions, SamplingOptions
     from qaudio_local.errors import QAudioError
 
     pair = (Path(case["text"]), Path(case["mmproj"]))

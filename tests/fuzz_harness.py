@@ -270,7 +270,7 @@ def serve() -> None:
     import soundfile  # noqa: F401
 
     import qaudio_local.audio.load  # noqa: F401
-    import qaudio_local.engine.gguf_check  # noqa: F401
+    import qaudio_local.engine.gguf  # noqa: F401
     import tests.fuzz_cases  # noqa: F401
 
     for line in sys.stdin:

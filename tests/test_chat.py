@@ -18,7 +18,7 @@ import soundfile as sf
 from qaudio_local.chat import Conversation
 from qaudio_local.cli.chat import ChatSession
 from qaudio_local.engine.model import AudioModel
-from qaudio_local.engine.results import ModelOptions, SamplingOptions
+from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.errors import ContextFullError, ConversationFileError
 
 from .conftest import tone

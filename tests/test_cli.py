@@ -724,7 +724,7 @@ def test_selftest_fails_loudly_where_quantized_models_cannot_run(
 
 def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """A GPU the CPU-only llama.cpp build cannot use gets the exact reinstall command."""
-    from qaudio_local.engine import backend
+    from qaudio_local.engine.bindings import backend
     from qaudio_local.models import hardware
 
     if backend.backend_info().gpu_offload:

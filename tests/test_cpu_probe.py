@@ -33,7 +33,7 @@ from qaudio_local.engine.cpu_probe import (
     run_probe,
 )
 from qaudio_local.engine.model import AudioModel
-from qaudio_local.engine.results import ModelOptions, SamplingOptions
+from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.errors import CpuKernelError, RuntimeBackendError
 
 from .conftest import tone

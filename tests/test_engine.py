@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qaudio_local.engine.kv import CellLedger
+from qaudio_local.engine.batch.kv import CellLedger
+from qaudio_local.engine.batch.sampling import StopText
 from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.engine.prompt import Message, user
-from qaudio_local.engine.results import ModelOptions, SamplingOptions
-from qaudio_local.engine.sampling import StopText
 
 from .conftest import tone
 

@@ -1,4 +1,4 @@
-"""The GGUF checks (engine.gguf_scan, gguf_schema, gguf_check): every file llama.cpp would
+"""The GGUF checks (engine.gguf: scan, schema, check): every file llama.cpp would
 abort on, or that would make the reader loop or allocate, is a ModelFileError first.
 
 The bad files are made from the tiny model by tests/gguf_edit.py; tests/test_gguf_loadcheck.py
@@ -19,9 +19,10 @@ import gguf
 import numpy as np
 import pytest
 
-from qaudio_local.engine import gguf_check, gguf_schema
-from qaudio_local.engine.gguf_check import check_pair, check_projector, check_text_model
-from qaudio_local.engine.gguf_scan import scan
+from qaudio_local.engine.gguf import check as gguf_check
+from qaudio_local.engine.gguf import check_pair, check_projector, check_text_model
+from qaudio_local.engine.gguf import schema as gguf_schema
+from qaudio_local.engine.gguf.scan import scan
 from qaudio_local.errors import ModelFileError, QAudioError
 from tests import gguf_edit as ge
 

@@ -1,4 +1,4 @@
-"""The trial load (engine.gguf_loadcheck): what llama.cpp still aborts on becomes one error.
+"""The trial load (engine.gguf.loadcheck): what llama.cpp still aborts on becomes one error.
 
 The files here are refused by the schema already, so the trial is called directly with the
 facts a schema would have accepted: it shows that llama.cpp itself aborts on them (a
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from qaudio_local.engine import gguf_loadcheck
-from qaudio_local.engine.gguf_check import TextModelInfo, check_projector, check_text_model
+from qaudio_local.engine.gguf import TextModelInfo, check_projector, check_text_model
+from qaudio_local.engine.gguf import loadcheck as gguf_loadcheck
 from qaudio_local.engine.model import AudioModel
-from qaudio_local.engine.results import ModelOptions
+from qaudio_local.engine.options import ModelOptions
 from qaudio_local.errors import ModelFileError, RuntimeBackendError
 from tests import gguf_edit as ge
 

@@ -1,8 +1,11 @@
 """The package's layering holds: no lower layer imports a higher one, and no import cycles.
 
 Every import counts, at module level or inside a function (a lazy import couples modules
-just the same); only imports under ``if TYPE_CHECKING:`` are left out. The map below is the
-one ARCHITECTURE.md explains.
+just the same); only imports under ``if TYPE_CHECKING:`` are left out. So does a module the
+package starts as a child process by name (``[sys.executable, "-m", "qaudio_local.x.y"]``,
+the name written there or in a module constant): a lower layer may not run a higher one
+either, except for the launches allowed by name below, each with its reason. The map below
+is the one ARCHITECTURE.md explains.
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ LAYERS = {
 ROOT_MODULES = {"errors", "config", "paths"}  # import nothing of the package
 EXEMPT = {"", "__main__"}  # the public API's lazy table and `python -m`, above everything
 PUBLIC_ONLY = {"models": "engine"}  # models sees engine through its public names only
+# (launcher, child) -> why a module may start a higher layer's module as a child process.
+ALLOWED_LAUNCHES = {
+    ("engine.cpu_probe", "selftest.kernel_probe"): (
+        "AudioModel (engine) needs the CPU-kernel verdict when it loads, and the probe runs tiny "
+        "quantized models that only the converter makes (convert/, above the engine since it "
+        "uses the engine's llama.cpp quantizer). The child that builds and runs them lives in "
+        "selftest/, which may import both; nothing of it is loaded in the engine's process. "
+        "The alternatives: a second GGUF writer inside the engine, or AudioModel no longer "
+        "probing by itself"
+    ),
+}
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -53,15 +67,21 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def import_graph(pkg_dir: Path) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (names relative to the package)."""
-    pkg = pkg_dir.name
+def _module_names(pkg_dir: Path) -> dict[str, Path]:
+    """Module name (relative to the package, the root ``""``) -> its file."""
     modules: dict[str, Path] = {}
     for path in pkg_dir.rglob("*.py"):
         parts = list(path.relative_to(pkg_dir).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
         modules[".".join(parts)] = path
+    return modules
+
+
+def import_graph(pkg_dir: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (names relative to the package)."""
+    pkg = pkg_dir.name
+    modules = _module_names(pkg_dir)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_pkg = path.name == "__init__.py"
@@ -89,6 +109,44 @@ def import_graph(pkg_dir: Path) -> dict[str, set[str]]:
     return graph
 
 
+def _launched(tree: ast.AST) -> list[str]:
+    """Module names run as ``python -m NAME``: the item after ``"-m"`` in a list or tuple
+    literal, a string or a module-level constant holding one."""
+    constants = {
+        t.id: node.value.value
+        for node in getattr(tree, "body", [])
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.List | ast.Tuple):
+            continue
+        for flag, item in zip(node.elts, node.elts[1:], strict=False):
+            if not (isinstance(flag, ast.Constant) and flag.value == "-m"):
+                continue
+            if isinstance(item, ast.Constant) and isinstance(item.value, str):
+                found.append(item.value)
+            elif isinstance(item, ast.Name) and item.id in constants:
+                found.append(constants[item.id])
+    return found
+
+
+def launch_graph(pkg_dir: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it starts as child processes by name."""
+    pkg = pkg_dir.name
+    modules = _module_names(pkg_dir)
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        names = _launched(ast.parse(path.read_text()))
+        launched = {m[len(pkg) + 1 :] for m in names if m.startswith(pkg + ".")}
+        graph[name] = (launched & set(modules)) - {name}
+    return graph
+
+
 def _component(module: str) -> str:
     """``"engine.model"`` -> ``"engine"``, ``"errors"`` -> ``"errors"``, the root -> ``""``."""
     return module.split(".")[0]
@@ -97,12 +155,16 @@ def _component(module: str) -> str:
 def layer_violations(pkg_dir: Path) -> list[str]:
     """Every import that breaks the layering, as ``"importer -> imported: why"``."""
     problems = []
-    for mod, targets in sorted(import_graph(pkg_dir).items()):
+    imports, launches = import_graph(pkg_dir), launch_graph(pkg_dir)
+    for mod in sorted(imports):
         src = _component(mod)
         if src in EXEMPT:
             continue
-        for tgt in sorted(targets):
+        edges = [(t, "import") for t in sorted(imports[mod])]
+        edges += [(t, "launch") for t in sorted(launches[mod]) if (mod, t) not in ALLOWED_LAUNCHES]
+        for tgt, how in edges:
             dst = _component(tgt)
+            may = "may not import" if how == "import" else "may not run (python -m)"
             if src in ROOT_MODULES:
                 problems.append(f"{mod} -> {tgt}: root modules import nothing of the package")
             elif src not in LAYERS:
@@ -113,8 +175,7 @@ def layer_violations(pkg_dir: Path) -> list[str]:
                 problems.append(f"{mod} -> {tgt}: {dst!r} is not in the layer map")
             elif LAYERS[dst] >= LAYERS[src]:
                 problems.append(
-                    f"{mod} -> {tgt}: {src} (layer {LAYERS[src]}) may not import "
-                    f"{dst} (layer {LAYERS[dst]})"
+                    f"{mod} -> {tgt}: {src} (layer {LAYERS[src]}) {may} {dst} (layer {LAYERS[dst]})"
                 )
             elif PUBLIC_ONLY.get(src) == dst and tgt != dst:
                 problems.append(f"{mod} -> {tgt}: {src} uses {dst}'s public names only")
@@ -226,3 +287,38 @@ def test_the_guard_finds_cycles_and_skips_type_checking(tmp_path: Path) -> None:
         },
     )
     assert import_cycles(pkg) == [["audio.a", "audio.b"]]
+
+
+def test_the_guard_sees_children_started_by_module_name(tmp_path: Path) -> None:
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "engine/__init__.py": "",
+            "engine/probe.py": (
+                'import sys\nCHILD = "pkg.cli.main"\n'
+                "def run():\n    return [sys.executable, '-m', CHILD, 'x']\n"
+            ),
+            "engine/check.py": "CMD = ('python', '-m', 'pkg.engine.child')\n",  # same layer
+            "engine/child.py": "from . import check\n",
+            "audio/__init__.py": "",
+            "audio/decode.py": "ARGS = ['-m', 'pkg.engine.probe', '-m', 'json.tool']\n",
+            "cli/__init__.py": "",
+            "cli/main.py": "",
+        },
+    )
+    assert launch_graph(pkg)["engine.probe"] == {"cli.main"}
+    assert launch_graph(pkg)["engine.check"] == {"engine.child"}
+    problems = layer_violations(pkg)
+    assert problems == [
+        "audio.decode -> engine.probe: audio (layer 1) may not run (python -m) engine (layer 2)",
+        "engine.probe -> cli.main: engine (layer 2) may not run (python -m) cli (layer 6)",
+    ]
+    assert import_cycles(pkg) == []  # a child process is not an import: no cycle through it
+
+
+def test_every_allowed_launch_is_still_made() -> None:
+    """The exceptions stay exactly as wide as the code needs: each one is really launched."""
+    launches = launch_graph(PACKAGE_DIR)
+    for launcher, child in ALLOWED_LAUNCHES:
+        assert child in launches[launcher], (launcher, child)

@@ -31,7 +31,7 @@ import webvtt
 from qaudio_local.audio.stream import AudioStream, read_range
 from qaudio_local.audio.vad import FRAME, Segmenter, VadOptions, make_vad
 from qaudio_local.engine.model import AudioModel
-from qaudio_local.engine.results import ModelOptions
+from qaudio_local.engine.options import ModelOptions
 from qaudio_local.transcription import FORMATS, TranscribeOptions, transcribe, write_outputs
 from qaudio_local.transcription.journal import Journal
 from qaudio_local.transcription.writers import timestamp

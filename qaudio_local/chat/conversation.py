@@ -2,7 +2,7 @@
 
 The model's answers are kept as the exact token ids it generated (not re-tokenized), so the
 next turn's prompt starts with what the engine's KV cache already holds: a turn costs only
-its own text and audio (see :mod:`qaudio_local.engine.scheduler`). When the context would
+its own text and audio (see :mod:`qaudio_local.engine.batch`). When the context would
 overflow, the oldest exchanges are dropped (or :class:`ContextFullError` is raised, as
 ``on_full`` says), and :attr:`Conversation.dropped` tells how many were.
 
@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
+from ..engine.options import SamplingOptions
 from ..engine.prompt import Message, TokenIds
-from ..engine.results import Chunk, Generation, Result, SamplingOptions
+from ..engine.results import Chunk, Generation, Result
 from ..errors import ContextFullError, ConversationFileError
 from ..paths import write_atomic
 

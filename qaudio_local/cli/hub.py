@@ -88,7 +88,7 @@ def _quant_arg(named: str, option: str | None) -> str:
 
 def _check_pair(text: Path, projector: Path) -> str:
     """Make sure the files are the GGUF kinds the registry says; a one-line summary."""
-    from ..engine.gguf_check import check_pair, check_projector, check_text_model
+    from ..engine.gguf import check_pair, check_projector, check_text_model
 
     t, p = check_text_model(text), check_projector(projector)
     check_pair(t, p)

@@ -201,7 +201,7 @@ def sampling_options(func: F) -> F:
 
 def sampling_from(opts: dict[str, Any], **extra: Any) -> Any:
     """A :class:`SamplingOptions` from parsed options."""
-    from ..engine.results import SamplingOptions
+    from ..engine.options import SamplingOptions
 
     keys = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_tokens")
     return SamplingOptions(**{k: opts[k] for k in keys}, **extra)

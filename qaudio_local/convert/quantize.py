@@ -39,7 +39,7 @@ def quantize_text_model(src: Path, dst: Path, level: str, n_threads: int | None 
             f"unknown quantization {level!r}; choose one of {', '.join(LLAMA_FTYPES)}",
             path=str(src),
         )
-    from ..engine.backend import llama_modules, recent_errors
+    from ..engine.bindings.backend import llama_modules, recent_errors
 
     llama, _ = llama_modules()
     params = llama.llama_model_quantize_default_params()

@@ -1,10 +1,13 @@
 """The llama.cpp runtime: audio and text in, streamed tokens out.
 
-Backend plumbing and ctypes bindings (:mod:`.backend`, :mod:`.ggml_api`), the checks that
-keep a bad GGUF away from llama.cpp (:mod:`.gguf_check`), the CPU-kernel probe's verdict
-(:mod:`.cpu_probe`), the ggml audio encoder (:mod:`.encoder`), prompt rendering
-(:mod:`.prompt`), prefill (:mod:`.prefill`), options and typed results (:mod:`.results`)
-and :class:`AudioModel` (:mod:`.model`). Imports :mod:`qaudio_local.audio` and the root.
+At its centre are :class:`AudioModel` (:mod:`.model`), how a model is loaded and how
+tokens are chosen (:mod:`.options`) and what comes back (:mod:`.results`). On the way in, a
+prompt is rendered (:mod:`.prompt`), its audio encoded by the ggml audio encoder
+(:mod:`.encoder`) and fed (:mod:`.prefill`); the rooms beside them are the ctypes plumbing
+over llama-cpp-python and libggml (:mod:`.bindings`), the checks that keep a bad GGUF away
+from llama.cpp (:mod:`.gguf`) and the scheduler of parallel sequences (:mod:`.batch`);
+:mod:`.cpu_probe` decides whether llama.cpp's fast CPU kernels may run here. Imports
+:mod:`qaudio_local.audio` and the root.
 
 The names below are its public face for the rest of the package (``models`` uses only
 these); they load lazily, so importing this package does not load llama.cpp.
@@ -17,8 +20,8 @@ from typing import Any
 
 _PUBLIC = {
     "AudioModel": ".model",
-    "ModelOptions": ".results",
-    "SamplingOptions": ".results",
+    "ModelOptions": ".options",
+    "SamplingOptions": ".options",
     "Chunk": ".results",
     "Generation": ".results",
     "Result": ".results",
@@ -26,8 +29,8 @@ _PUBLIC = {
     "Usage": ".results",
     "Message": ".prompt",
     "user": ".prompt",
-    "BackendInfo": ".backend",
-    "backend_info": ".backend",
+    "BackendInfo": ".bindings.backend",
+    "backend_info": ".bindings.backend",
     "KernelVerdict": ".cpu_probe",
     "cpu_kernel_verdict": ".cpu_probe",
 }

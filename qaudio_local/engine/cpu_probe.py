@@ -10,14 +10,16 @@ means "not on this machine". The verdict is cached in the user cache folder
 (:func:`qaudio_local.paths.cache_dir`), keyed by the llama-cpp-python version, the CPU
 features the build reports, the build's library files and the CPU's flags.
 
-The child's side is :mod:`qaudio_local.selftest.kernel_probe`. It also runs the
-project's audio encoder and libmtmd's on a q8_0 projector, each with the text-model
-kernels it will really be used with (portable ones once a text step has faulted). Neither
-places weights in extra buffer types (both allocate them in the backend's default buffer,
-which runs the plain kernels), and the probe confirms it on each machine; should one fault
-anyway, the runtime routes around it (see :func:`kernel_plan`). The probe's steps run
-without the trial load of :mod:`.gguf_loadcheck` (which would turn a crash into a clean
-error): the probe builds its own tiny models, so a crash there is always the kernels'.
+The child's side is :mod:`qaudio_local.selftest.kernel_probe` (started by module name, in
+another process: it builds its models with :mod:`qaudio_local.convert`, a higher layer). It
+also runs the project's audio encoder and libmtmd's on a q8_0 projector, each with the
+text-model kernels it will really be used with (portable ones once a text step has
+faulted). Neither places weights in extra buffer types (both allocate them in the
+backend's default buffer, which runs the plain kernels), and the probe confirms it on each
+machine; should one fault anyway, the runtime routes around it (see :func:`kernel_plan`).
+The probe's steps run without the trial load of :mod:`.gguf.loadcheck` (which would turn a
+crash into a clean error): the probe builds its own tiny models, so a crash there is always
+the kernels'.
 
 Test seam: with ``QAUDIO_TEST_FAST_KERNEL_FAULT=SIGSEGV`` (or ``SIGILL``) in the
 environment, any process about to load a quantized text model with the fast kernels kills
@@ -43,14 +45,16 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LOAD_CHECK_ENV
-from .results import CPU_KERNELS
+from .options import CPU_KERNELS
 
 PROBE_VERSION = 2
 TEXT_STEPS = tuple(f"text:{q}" for q in ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "Q3_K_M"))
 ENCODER_STEP, MTMD_STEP = "encoder:q8_0", "mtmd:q8_0"
 STEPS = (ENCODER_STEP, *TEXT_STEPS, MTMD_STEP)
 PROBE_TIMEOUT_S = 180.0
-CHILD_MODULE = "qaudio_local.selftest.kernel_probe"  # run by name: it builds models (convert)
+# run by name, never imported: the child builds its models with convert/ (a higher layer);
+# tests/test_layout.py sees this launch and allows exactly it (ALLOWED_LAUNCHES says why)
+CHILD_MODULE = "qaudio_local.selftest.kernel_probe"
 FAULT_ENV = "QAUDIO_PROBE_INJECT_FAULT"  # for tests: "STEP" or "STEP:SIGNAME" kills the child
 SEAM_ENV = "QAUDIO_TEST_FAST_KERNEL_FAULT"  # for tests: fast kernels fault like AMX (see above)
 _WINDOWS_CRASHES = {0xC000001D: "illegal instruction", 0xC0000005: "access violation"}
@@ -195,7 +199,7 @@ def fast_kernel_seam(quantized: bool, extra_bufts: bool) -> None:
 
 def build_key() -> dict[str, str]:
     """What the verdict depends on; a change in any of it means probing again."""
-    from .backend import llama_modules
+    from .bindings.backend import llama_modules
 
     llama, _ = llama_modules()
     lib_dir = Path(llama.__file__).parent / "lib"

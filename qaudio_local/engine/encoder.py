@@ -32,7 +32,7 @@ import numpy as np
 
 from ..audio.features import audio_tokens, conv_frames
 from ..errors import ModelFileError, RuntimeBackendError
-from .ggml_api import (
+from .bindings.ggml_api import (
     GGML_BACKEND_DEVICE_TYPE_CPU,
     GGML_OP_POOL_AVG,
     GGML_TYPE_F16,
@@ -61,11 +61,11 @@ class AudioEncoder:
     """Encode log-mel windows into text-model embeddings.
 
     Args:
-        mmproj_path: The qwen2a projector GGUF (already validated by gguf_check).
+        mmproj_path: The qwen2a projector GGUF (already validated by :mod:`.gguf`).
         use_gpu: Use the best ggml device (a GPU when the build has one).
         n_threads: CPU threads for the CPU backend.
         widen_quantized: Keep quantized weights as F32 copies (for a machine where the
-            quantized kernels fault; see :mod:`qaudio_local.cpu_probe`).
+            quantized kernels fault; see :mod:`.cpu_probe`).
 
     Raises:
         ModelFileError: A tensor the graph needs is missing.
@@ -300,7 +300,7 @@ def _as_f32(t: Any) -> np.ndarray:
 
 
 def _init_params(mem: int) -> Any:
-    from .ggml_api import ggml_init_params
+    from .bindings.ggml_api import ggml_init_params
 
     return ggml_init_params(mem_size=mem, mem_buffer=None, no_alloc=True)
 

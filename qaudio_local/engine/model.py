@@ -10,7 +10,7 @@ Audio in, streamed text out::
 
 By default the audio takes the reference-exact path (:mod:`.prefill`). ``stream`` may be
 called from any number of threads: up to ``n_parallel`` generations decode together in
-one batch (:mod:`.scheduler`), and a prompt that starts like an earlier one reuses its
+one batch (:mod:`.batch`), and a prompt that starts like an earlier one reuses its
 computed KV cells and audio encodings. ``close()`` or the ``with`` block frees
 everything deterministically.
 """
@@ -29,23 +29,14 @@ import numpy as np
 
 from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..errors import OptionError, RuntimeBackendError
-from .backend import llama_modules, log_mark, log_since, recent_errors
-from .gguf_check import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
+from .batch.request import Request
+from .batch.scheduler import Scheduler
+from .bindings.backend import llama_modules, log_mark, log_since, recent_errors
+from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
+from .options import FLASH_ATTN, KV_TYPES, ModelOptions, SamplingOptions
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
 from .prompt import TOKENS_MARKER, Message, render, user
-from .results import (
-    FLASH_ATTN,
-    KV_TYPES,
-    Chunk,
-    Generation,
-    ModelOptions,
-    Result,
-    SamplingOptions,
-    Timings,
-    Usage,
-    check_audio,
-)
-from .scheduler import EngineStats, Request, Scheduler
+from .results import Chunk, EngineStats, Generation, Result, Timings, Usage, check_audio
 
 __all__ = [
     "AudioModel",

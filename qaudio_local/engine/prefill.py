@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import N_FFT
 from ..errors import ContextOverflowError, ModelFileError, RuntimeBackendError
-from .backend import recent_errors
+from .bindings.backend import recent_errors
 from .prompt import TOKENS_MARKER
 
 AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SAMPLE_RATE
-from ..engine.backend import BackendInfo, backend_info
+from ..engine.bindings.backend import BackendInfo, backend_info
 from ..errors import QAudioError
 
 # text-model level -> least cosine of its prompt logits to the f32 pair's, on the tiny model

@@ -39,7 +39,7 @@ def _run_step(step: str, paths: dict[str, Path], portable_text: bool) -> None:
     import numpy as np
 
     from ..config import SAMPLE_RATE
-    from ..engine.results import ModelOptions, SamplingOptions
+    from ..engine.options import ModelOptions, SamplingOptions
 
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     clip = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
@@ -79,7 +79,8 @@ def _inject_fault(step: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """The child: ``python -m qaudio_local.cpu_probe WORK STEP... [--portable-text]``."""
+    """The child: ``python -m qaudio_local.selftest.kernel_probe WORK STEP...``, with
+    ``--portable-text`` once a text step has faulted."""
     portable_text = "--portable-text" in argv
     args = [a for a in argv if a != "--portable-text"]
     work, steps = Path(args[0]), args[1:]

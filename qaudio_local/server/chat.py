@@ -12,7 +12,8 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..engine.results import Chunk, Generation, Result, SamplingOptions
+from ..engine.options import SamplingOptions
+from ..engine.results import Chunk, Generation, Result
 from .common import ServerState, Slot, check_model, finish_or_hang_up, in_thread, ready, sse
 from .http import error_body
 from .inputs import InputError, to_messages

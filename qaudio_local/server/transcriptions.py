@@ -18,7 +18,7 @@ from fastapi import File, Form, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from ..engine.results import SamplingOptions
+from ..engine.options import SamplingOptions
 from .common import ServerState, Slot, check_model, finish_or_hang_up, in_thread, ready, sse
 from .http import error_body
 from .inputs import InputError

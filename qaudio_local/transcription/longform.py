@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..config import SAMPLE_RATE
-from ..engine.results import SamplingOptions
+from ..engine.options import SamplingOptions
 from ..errors import OptionError
 from .journal import Journal
 

@@ -19,102 +19,24 @@ them differs.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
 import itertools
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import ContextOverflowError, RuntimeBackendError
-from .backend import recent_errors
+from ...errors import ContextOverflowError, RuntimeBackendError
+from ..bindings.backend import recent_errors
+from ..prefill import Llama
+from ..results import Chunk, EngineStats
 from .kv import CellLedger, Slot, SlotState, common_prefix
-from .prefill import Llama, Piece, Prompt
-from .results import Chunk, Result, SamplingOptions, Timings, Usage
-from .sampling import StopText, TokenSampler
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """What the engine has fed to llama.cpp since it was loaded (counts, not timings).
-
-    Attributes:
-        requests: Requests finished (any reason).
-        tokens_fed: Text tokens fed (prompt and generated).
-        embeddings_fed: Audio embedding rows fed.
-        positions_reused: Prompt positions whose cells were reused instead of fed.
-        decode_calls: ``llama_decode`` calls.
-        max_batch_sequences: The most sequences one ``llama_decode`` call has carried.
-        evictions: Cached sequences dropped to make room.
-        cells_used: Cells of the KV cache in use now (cached prefixes included).
-        n_ctx: Cells in all.
-        cached_sequences: Finished sequences whose cells are kept for reuse.
-    """
-
-    requests: int
-    tokens_fed: int
-    embeddings_fed: int
-    positions_reused: int
-    decode_calls: int
-    max_batch_sequences: int
-    evictions: int
-    cells_used: int
-    n_ctx: int
-    cached_sequences: int
-
-
-class Request:
-    """One generation: its prompt and options, and a queue its consumer reads.
-
-    The consumer reads :class:`Chunk` items, then one :class:`Result` (or an exception).
-    Everything else is the scheduler thread's own state.
-    """
-
-    def __init__(
-        self,
-        prompt: Prompt,
-        sampling: SamplingOptions,
-        *,
-        audio_seconds: float = 0.0,
-        logits_only: bool = False,
-        keep: bool = True,
-    ) -> None:
-        self.prompt, self.sampling, self.logits_only = prompt, sampling, logits_only
-        self.keep = keep  # leave the cells cached for a later prompt that starts the same
-        self.audio_seconds = audio_seconds
-        self.out: queue.SimpleQueue[Chunk | Result | BaseException] = queue.SimpleQueue()
-        self.cancelled = False
-        self.done = False
-        self.logits: np.ndarray | None = None
-        # the scheduler thread's state
-        self.slot: Slot | None = None
-        self.order = 0
-        self.fed = 0  # prompt positions in cells (reused ones included)
-        self.reused = 0
-        self.pending: int | None = None  # sampled, not yet fed
-        self.tokens: list[int] = []
-        self.logprobs: list[float] = []
-        self.texts: list[str] = []
-        self.sampler: TokenSampler | None = None
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.stops = StopText(sampling.stop)
-        self.t_submit = time.perf_counter()
-        self.t_prompt = 0.0
-
-    def piece_at(self, pos: int) -> tuple[Piece, int]:
-        """The prompt piece holding position ``pos`` and the offset in it."""
-        for piece in self.prompt.pieces:
-            if pos < len(piece):
-                return piece, pos
-            pos -= len(piece)
-        raise IndexError(pos)
+from .request import Request
+from .sampling import TokenSampler
 
 
 class Scheduler:
@@ -528,33 +450,9 @@ class Scheduler:
             req.sampler = None
 
     def _emit_result(self, req: Request, reason: str) -> None:
-        now = time.perf_counter()
-        t_prompt = req.t_prompt or now
-        n_dec = len(req.tokens)
-        dec_s = now - t_prompt
         req.done = True
         self._counts["requests"] += 1
-        req.out.put(
-            Result(
-                text="".join(req.texts),
-                finish_reason=reason,
-                usage=Usage(
-                    audio_seconds=req.audio_seconds,
-                    audio_tokens=req.prompt.audio_tokens,
-                    prompt_tokens=req.prompt.n_tokens,
-                    completion_tokens=n_dec,
-                    cached_tokens=req.reused,
-                ),
-                timings=Timings(
-                    encode_ms=req.prompt.encode_ms,
-                    prefill_ms=(t_prompt - req.t_submit) * 1e3,
-                    decode_ms=dec_s * 1e3,
-                    decode_tokens_per_s=n_dec / dec_s if dec_s > 0 and n_dec else 0.0,
-                ),
-                tokens=tuple(req.tokens),
-                logprobs=tuple(req.logprobs),
-            )
-        )
+        req.out.put(req.result(reason))
 
     def _abandon(self, req: Request, exc: BaseException) -> None:
         self._release(req)

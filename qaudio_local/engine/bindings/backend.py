@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DependencyMissingError
+from ...errors import DependencyMissingError
 
 logger = logging.getLogger("qaudio_local.llama")
 

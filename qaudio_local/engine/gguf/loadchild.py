@@ -1,6 +1,6 @@
-"""The child process of the trial load (see :mod:`.gguf_loadcheck`).
+"""The child process of the trial load (see :mod:`.loadcheck`).
 
-Run as ``python -m qaudio_local.engine.gguf_loadchild JOB_JSON``; it prints a ``stage``
+Run as ``python -m qaudio_local.engine.gguf.loadchild JOB_JSON``; it prints a ``stage``
 line before each stage and ``ok`` at the end, so that the parent can tell which file a
 crash belongs to.
 """
@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any
 
-from ..errors import QAudioError, RuntimeBackendError
-from .gguf_loadcheck import CLEAN_EXIT
+from ...errors import QAudioError, RuntimeBackendError
+from .loadcheck import CLEAN_EXIT
 
 
 def _stage(name: str) -> None:
@@ -29,8 +29,8 @@ def _text_alone(model_path: str, n_layer: int, quantized: bool, options: Any) ->
     """
     import ctypes
 
-    from .backend import llama_modules
-    from .cpu_probe import fast_kernel_seam, kernel_plan
+    from ..bindings.backend import llama_modules
+    from ..cpu_probe import fast_kernel_seam, kernel_plan
 
     llama, _ = llama_modules()
     kernels = kernel_plan(options.cpu_kernels, quantized, False)
@@ -72,9 +72,9 @@ def _pair(model_path: str, mmproj_path: str, options: Any) -> None:
     """Load the pair as the parent will and answer a short tone (the projector's stage)."""
     import numpy as np
 
-    from ..config import SAMPLE_RATE
-    from .model import AudioModel
-    from .results import SamplingOptions
+    from ...config import SAMPLE_RATE
+    from ..model import AudioModel
+    from ..options import SamplingOptions
 
     ctx = 2048 if options.audio_path == "mtmd" else 512
     opts = dataclasses.replace(
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     which text-model kernels it used), then ``ok``. With ``"text_only"`` in the job it stops
     after the text model. ``QAUDIO_LOAD_CHECK_INJECT_FAULT=text|pair`` aborts at that
     stage, ``hang`` never ends (for tests)."""
-    from .results import ModelOptions
+    from ..options import ModelOptions
 
     job = json.loads((argv if argv is not None else sys.argv[1:])[0])
     options = ModelOptions(**job["options"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import SamplingOptions
+from ..options import SamplingOptions
 
 
 class TokenSampler:

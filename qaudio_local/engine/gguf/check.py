@@ -3,12 +3,12 @@
 llama.cpp aborts the whole process on some malformed inputs, so every file is checked
 here first, in three steps:
 
-1. :mod:`.gguf_scan` reads the header with every count and length bounded by the file's
+1. :mod:`.scan` reads the header with every count and length bounded by the file's
    size (a hostile file costs milliseconds and no more memory than its header);
-2. :mod:`.gguf_schema` checks every key llama.cpp reads, with its type and range, and
+2. :mod:`.schema` checks every key llama.cpp reads, with its type and range, and
    every tensor's name, shape and ggml type, against a closed schema of the two files;
 3. :func:`check_pair` checks that the files belong together and, given the load options,
-   has :mod:`.gguf_loadcheck` load them and decode once in a child process (once per
+   has :mod:`.loadcheck` load them and decode once in a child process (once per
    pair: the verdict is cached), so that whatever llama.cpp still aborts on becomes a
    one-line error naming the file.
 
@@ -20,50 +20,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import ModelFileError, ModelFileNotFoundError, QAudioError
-from .gguf_scan import GGUF_MAGIC, GGUFFormatError, GGUFScan, scan
-from .gguf_schema import Meta, validate_projector, validate_text
+from ...errors import ModelFileError, ModelFileNotFoundError, QAudioError
+from .info import ProjectorInfo, TextModelInfo
+from .meta import Meta
+from .scan import GGUF_MAGIC, GGUFFormatError, GGUFScan, scan
+from .schema import validate_projector, validate_text
+
+if TYPE_CHECKING:
+    from ..options import ModelOptions
 
 __all__ = [
     "GGUF_MAGIC",
-    "ProjectorInfo",
-    "TextModelInfo",
     "check_pair",
     "check_projector",
     "check_text_model",
 ]
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class TextModelInfo:
-    """What the runtime needs to know about a text GGUF."""
-
-    path: Path
-    architecture: str
-    n_embd: int
-    n_layer: int
-    n_ctx_train: int
-    n_vocab: int
-    quantized: bool = False
-    header_digest: str = ""
-
-
-@dataclass(frozen=True)
-class ProjectorInfo:
-    """What the runtime needs to know about an audio projector GGUF."""
-
-    path: Path
-    projector_type: str
-    projection_dim: int
-    n_mels: int
-    quantized: bool = False
-    header_digest: str = ""
 
 
 def check_text_model(path: str | Path) -> TextModelInfo:
@@ -103,12 +79,14 @@ def check_projector(path: str | Path) -> ProjectorInfo:
     return _checked(path, "projector file", check)
 
 
-def check_pair(model: TextModelInfo, projector: ProjectorInfo, options: Any = None) -> None:
+def check_pair(
+    model: TextModelInfo, projector: ProjectorInfo, options: ModelOptions | None = None
+) -> None:
     """Check that the projector's output width matches the text model.
 
-    With the :class:`~qaudio_local.engine.results.ModelOptions` the pair is about to be
+    With the :class:`~qaudio_local.engine.options.ModelOptions` the pair is about to be
     loaded with, also prove that llama.cpp loads it and decodes once, in a child process
-    (see :mod:`.gguf_loadcheck`; cached per pair, skipped inside that child).
+    (see :mod:`.loadcheck`; cached per pair, skipped inside that child).
 
     Raises:
         ModelFileError: The two files do not belong together, or llama.cpp fails on them
@@ -122,7 +100,7 @@ def check_pair(model: TextModelInfo, projector: ProjectorInfo, options: Any = No
             path=str(projector.path),
         )
     if options is not None:
-        from .gguf_loadcheck import check_loads
+        from .loadcheck import check_loads
 
         check_loads(model, projector, options)
 

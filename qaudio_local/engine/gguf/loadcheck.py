@@ -1,9 +1,9 @@
 """A trial load in a child process: llama.cpp's remaining aborts become a one-line error.
 
-The schema in :mod:`.gguf_schema` covers every key and tensor llama.cpp reads, but not
+The schema in :mod:`.schema` covers every key and tensor llama.cpp reads, but not
 every way weights or kernels can fail inside it (an assert deep in a backend, a build
 with a bug). So before a pair of files is loaded in this process, it is loaded once in a
-child process (``python -m qaudio_local.engine.gguf_loadchild``) with the same options,
+child process (``python -m qaudio_local.engine.gguf.loadchild``) with the same options,
 and decoded once:
 
 1. the text model alone: load, create a small context, tokenize a chat prompt (special
@@ -39,22 +39,23 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import LOAD_CHECK_ENV
-from ..errors import CpuKernelError, ModelFileError, RuntimeBackendError
-from ..paths import cache_dir
-from .cpu_probe import SEAM_ENV, cpu_name
+from ...config import LOAD_CHECK_ENV
+from ...errors import CpuKernelError, ModelFileError, RuntimeBackendError
+from ...paths import cache_dir
+from ..cpu_probe import SEAM_ENV, cpu_name
+from .info import ProjectorInfo, TextModelInfo
 
 if TYPE_CHECKING:
-    from .gguf_check import ProjectorInfo, TextModelInfo
+    from ..options import ModelOptions
 
 ENV = LOAD_CHECK_ENV
 ENV_TIMEOUT = "QAUDIO_LOAD_CHECK_TIMEOUT"
-CHILD = "qaudio_local.engine.gguf_loadchild"  # run by module name: never imported here
+CHILD = "qaudio_local.engine.gguf.loadchild"  # run by module name: never imported here
 CLEAN_EXIT = 10  # the child met a clean (QAudioError) failure: no verdict about crashes
 _STAGES = {"text": "model file", "pair": "projector file"}
 
 
-def check_loads(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> None:
+def check_loads(model: TextModelInfo, projector: ProjectorInfo, options: ModelOptions) -> None:
     """Prove (once per pair, cached) that llama.cpp survives loading and decoding the pair.
 
     Raises:
@@ -81,7 +82,7 @@ def check_loads(model: TextModelInfo, projector: ProjectorInfo, options: Any) ->
     raise ModelFileError(message, path=path)
 
 
-def _cache_key(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> str:
+def _cache_key(model: TextModelInfo, projector: ProjectorInfo, options: ModelOptions) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -111,7 +112,9 @@ def _timeout(model: TextModelInfo, projector: ProjectorInfo) -> float:
     return 120.0 + size / 50e6  # reading and repacking ~50 MB/s at worst, plus one encode
 
 
-def _trial(model: TextModelInfo, projector: ProjectorInfo, options: Any) -> dict[str, Any] | None:
+def _trial(
+    model: TextModelInfo, projector: ProjectorInfo, options: ModelOptions
+) -> dict[str, Any] | None:
     """Run the child; return the verdict to cache (``None``: a clean failure, not cached).
 
     A crash in the text stage with the fast CPU kernels on is tried again with the
@@ -169,7 +172,7 @@ def _run_child(
 
 
 def _kernel_verdict(
-    model: TextModelInfo, options: Any, returncode: int, reason: str
+    model: TextModelInfo, options: ModelOptions, returncode: int, reason: str
 ) -> dict[str, Any]:
     """The verdict when the fast kernels crash and the portable ones run the same file."""
     cpu = cpu_name()

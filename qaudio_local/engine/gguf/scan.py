@@ -8,7 +8,7 @@ the header's pages are touched), never to what the header claims. The layout rul
 the ones llama.cpp's own reader (``ggml/src/gguf.cpp``) enforces, so a file this reader
 accepts is one llama.cpp parses the same way.
 
-:func:`scan` raises :class:`GGUFFormatError` with a short reason; :mod:`.gguf_check` turns
+:func:`scan` raises :class:`GGUFFormatError` with a short reason; :mod:`.check` turns
 it into a :class:`~qaudio_local.errors.ModelFileError` naming the file.
 """
 
