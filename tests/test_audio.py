@@ -7,6 +7,7 @@ import io
 import os
 import runpy
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -731,3 +732,40 @@ def test_nothing_is_printed_and_no_warning_is_raised(
         load_audio(np.full(100, 1e9), source_rate=44100)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+@pytest.mark.parametrize("damage", ["magic", "encoding", "truncated-header"])
+def test_a_damaged_file_is_read_alike_as_a_path_bytes_a_file_object_and_a_stream(
+    tmp_path: Path, damage: str
+) -> None:
+    """libsndfile guesses a damaged header's format from a path's extension only: every
+    form is now opened by content, so all of them refuse the same bytes (or all read them)."""
+    from qaudio_local.audio.stream import AudioStream
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(8000, np.float32), 16000, format="AU", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    if damage == "magic":
+        data[1] ^= 0x5F  # ".snd" no more
+    elif damage == "encoding":
+        data[12:16] = (99).to_bytes(4, "big")
+    else:
+        data = data[:20]
+    path = tmp_path / "damaged.au"
+    path.write_bytes(bytes(data))
+
+    def outcome(call: Callable[[], object]) -> str:
+        try:
+            call()
+        except AudioError as exc:
+            return type(exc).__name__
+        return "read"
+
+    forms = {
+        "path": outcome(lambda: load_audio(path)),
+        "bytes": outcome(lambda: load_audio(bytes(data))),
+        "file object": outcome(lambda: load_audio(io.BytesIO(bytes(data)))),
+        "stream of the path": outcome(lambda: AudioStream(path).close()),
+        "stream of the bytes": outcome(lambda: AudioStream(bytes(data)).close()),
+    }
+    assert set(forms.values()) == {"AudioDecodeError"}, forms

@@ -9,7 +9,9 @@ import jinja2
 import numpy as np
 import pytest
 
+from qaudio_local import AudioModel, SamplingOptions, load_audio
 from qaudio_local.engine.prompt import Message, render, user
+from qaudio_local.errors import InvalidAudioError
 
 MARK = "<__media__>"
 AUDIO = "<|audio_bos|><|AUDIO|><|audio_eos|>"
@@ -74,7 +76,35 @@ def test_invalid_conversations() -> None:
         Message("robot", ("hi",))
     with pytest.raises(ValueError, match="user turns"):
         Message("assistant", (np.zeros(3, np.float32),))
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidAudioError, match="a message part must be text"):
         Message("user", (3,))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="marker"):
         render([user(f"sneaky {MARK}")], MARK)
+
+
+@pytest.mark.parametrize(
+    ("part", "why"),
+    [
+        ([0.1] * 1600, "a message part must be text"),
+        (np.array(0.5, np.float32), "must be a 1-D float array"),
+        (np.zeros(0, np.float32), "is empty"),
+        (np.full(16000, 3.4e38, np.float32), "far beyond full scale"),
+        (np.full(16000, np.nan, np.float32), "NaN or infinite"),
+    ],
+    ids=["list", "0-d", "empty", "huge", "nan"],
+)
+def test_audio_in_a_prompt_is_checked_as_every_audio_is(
+    tiny_model: AudioModel, part: object, why: str
+) -> None:
+    """A clear error, never a TypeError or an answer to overflowed features; the same
+    reason load_audio gives for the same array."""
+    sampling = SamplingOptions(max_tokens=2)
+    for call in (
+        lambda: tiny_model.generate("hi", [part], sampling=sampling),  # type: ignore[list-item]
+        lambda: tiny_model.generate(messages=[Message("user", ("hi", part))], sampling=sampling),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidAudioError, match=why):
+            call()
+    if isinstance(part, np.ndarray) and part.ndim == 1 and part.size:
+        with pytest.raises(InvalidAudioError, match=why):
+            load_audio(part, source_rate=16000)

@@ -44,7 +44,7 @@ from ..config import SAMPLE_RATE
 from ..errors import AudioDecodeError, EmptyAudioError, InvalidAudioError, QAudioError
 from .arrays import array_from_sequence, is_samples, samples_from_array
 from .limits import BLOCK_BYTES, BLOCK_FRAMES, MAX_SECONDS, RESAMPLE_QUALITY
-from .mpeg import spool_mpeg
+from .mpeg import mp3_name
 from .native_stderr import quiet_c_stderr
 from .sources import AudioSource, describe_source, open_source
 from .validate import (
@@ -215,7 +215,7 @@ def _decode(sf_input: Any, desc: str, target: int, limit: Limit) -> AudioClip:
         InvalidAudioError: It holds NaN, infinite or absurdly large samples.
     """
     try:
-        with _opened(sf_input, desc) as f:
+        with open_soundfile(sf_input, desc) as f:
             rate, channels = int(f.samplerate), int(f.channels)
             check_header(desc, rate, channels)
             with quiet_c_stderr():
@@ -246,30 +246,57 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _opened(sf_input: Any, desc: str) -> Iterator[sf.SoundFile]:
-    """Open ``sf_input`` with soundfile; in-memory MP3 data goes through a ``.mp3`` file.
+def open_soundfile(sf_input: Any, desc: str) -> Iterator[sf.SoundFile]:
+    """Open what :func:`~.sources.open_source` gave with soundfile, recognised by its
+    content alone, so that a file's path, its bytes and a file object of it decode the
+    same way or are refused the same way (libsndfile would otherwise guess a damaged
+    header's format from the file name's extension, for paths only). MPEG audio without an
+    ID3 tag, which libsndfile knows by a ``.mp3`` name only, is opened under one.
 
     Raises:
         AudioDecodeError: libsndfile cannot open it.
     """
-    start = None if isinstance(sf_input, str | bytes) else _tell(sf_input)
+    if isinstance(sf_input, str | bytes):  # a regular file: read it as a file object
+        try:
+            fh = open(sf_input, "rb")  # noqa: SIM115 (closed below, after the yield)
+        except OSError as exc:
+            raise decode_error(desc, exc) from exc
+        with fh, _opened(fh, desc, by_name=os.fsdecode(sf_input)) as f:
+            yield f
+        return
+    with _opened(sf_input, desc) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _opened(fobj: Any, desc: str, by_name: str | None = None) -> Iterator[sf.SoundFile]:
+    """Open a file object; MPEG data goes through a ``.mp3`` name (a link to ``by_name``,
+    the file it was opened from, else a temporary copy)."""
+    start = _tell(fobj)
     try:
         with quiet_c_stderr():
-            f = sf.SoundFile(sf_input)
+            f = sf.SoundFile(fobj)
     except (RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-        spooled = None if start is None else spool_mpeg(sf_input, start, desc)
-        if spooled is None:
+        named = None if start is None else mp3_name(fobj, start, desc, by_name)
+        if named is None:
             raise decode_error(desc, exc) from exc
     else:
         with f:
             yield f
         return
+    path, temporary = named
     try:
-        with _opened(spooled if os.name == "nt" else os.fsencode(spooled), desc) as f:
+        try:
+            with quiet_c_stderr():
+                f = sf.SoundFile(path if os.name == "nt" else os.fsencode(path))
+        except (RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
+            raise decode_error(desc, exc) from exc
+        with f:
             yield f
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(spooled)
+        for name in temporary:  # the link, its folder, or the copy
+            with contextlib.suppress(OSError):
+                os.rmdir(name) if os.path.isdir(name) else os.unlink(name)
 
 
 def _tell(fobj: Any) -> int | None:

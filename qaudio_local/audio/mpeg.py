@@ -1,10 +1,10 @@
 """MPEG audio (MP3) without an ID3 tag, recognised by its frames and given a ``.mp3`` name.
 
-libsndfile recognises MPEG audio that lacks an ID3 tag by the ``.mp3`` file name only, so
-such data decodes from a path but not from bytes, a file object or a pipe. When libsndfile
-refuses in-memory data, :func:`spool_mpeg` looks for three consecutive MPEG audio frames
-(:func:`looks_like_mpeg`) and, if it finds them, copies the data into a temporary ``.mp3``
-file for the decoder to open by name.
+libsndfile recognises MPEG audio that lacks an ID3 tag by the ``.mp3`` file name only. Every
+source is first opened by its content (so paths, bytes and file objects decode alike); when
+libsndfile refuses it, :func:`mp3_name` looks for three consecutive MPEG audio frames
+(:func:`looks_like_mpeg`) and, if it finds them, gives the data a ``.mp3`` name: the path,
+a temporary link to it, or a temporary copy of in-memory data.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from .limits import MAX_STREAM_BYTES
 from .sources import read_capped
 
-__all__ = ["looks_like_mpeg", "spool_mpeg"]
+__all__ = ["looks_like_mpeg", "mp3_name"]
 
 # MPEG audio frame headers: bit rates (kbit/s, index 1..14) by (MPEG-1?, layer), and sample
 # rates by version (bits 19-20: 3 = MPEG-1, 2 = MPEG-2, 0 = MPEG-2.5).
@@ -31,14 +31,19 @@ _BITRATES = {
 _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
 
-def spool_mpeg(fobj: Any, start: int, desc: str) -> str | None:
-    """Copy ``fobj`` from ``start`` into a temporary ``.mp3`` file if it holds MPEG audio.
+def mp3_name(
+    fobj: Any, start: int, desc: str, by_name: str | None = None
+) -> tuple[str, list[str]] | None:
+    """A ``.mp3`` name for the data of ``fobj`` from ``start``, if it holds MPEG audio.
 
-    libsndfile recognises MPEG audio without an ID3 tag by the ``.mp3`` file name only, so
-    such data decodes from a path but not from memory unless it is given one.
+    libsndfile recognises MPEG audio without an ID3 tag by the ``.mp3`` file name only. For
+    a file opened from a path (``by_name``), that is the path itself if it ends in ``.mp3``,
+    else a temporary ``.mp3`` link to it; for other data (bytes, a pipe, a file object), a
+    temporary copy (at most :data:`MAX_STREAM_BYTES`).
 
     Returns:
-        The temporary file's path, or ``None`` when the data is not MPEG audio.
+        The name to open and the temporary files to remove once it is open, or ``None``
+        when the data is not MPEG audio.
     """
     try:
         fobj.seek(start)
@@ -46,13 +51,25 @@ def spool_mpeg(fobj: Any, start: int, desc: str) -> str | None:
         if not isinstance(head, bytes | bytearray) or not looks_like_mpeg(bytes(head)):
             return None
         fobj.seek(start)
+    except (OSError, ValueError):
+        return None
+    if by_name is not None and start == 0:
+        if by_name.lower().endswith(".mp3"):
+            return by_name, []
+        link = os.path.join(tempfile.mkdtemp(prefix="qaudio-"), "audio.mp3")
+        try:
+            os.symlink(os.path.abspath(by_name), link)
+            return link, [link, os.path.dirname(link)]
+        except OSError:  # no symlinks here (Windows without the privilege): copy it
+            os.rmdir(os.path.dirname(link))
+    try:
         data = read_capped(fobj, desc, MAX_STREAM_BYTES)
     except (OSError, ValueError):
         return None
     fd, name = tempfile.mkstemp(suffix=".mp3", prefix="qaudio-")
     with os.fdopen(fd, "wb") as out:
         out.write(data.getbuffer())
-    return name
+    return name, [name]
 
 
 def _mpeg_frame(data: bytes, i: int) -> tuple[int, int] | None:

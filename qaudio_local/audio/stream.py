@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from ..config import SAMPLE_RATE
 from ..errors import AudioDecodeError, EmptyAudioError, InvalidAudioError, QAudioError
 from .limits import MAX_FILE_CHANNELS, MAX_RATE, RESAMPLE_QUALITY
-from .load import decode_error
+from .load import open_soundfile
 from .native_stderr import quiet_c_stderr
 from .sources import describe_source, open_source
 
@@ -67,11 +66,8 @@ class AudioStream:
     def __init__(self, source: Any) -> None:
         self.desc = describe_source(source)
         opened = open_source(source, self.desc)
-        try:
-            with quiet_c_stderr():
-                self._file = sf.SoundFile(opened)
-        except (RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-            raise decode_error(self.desc, exc) from exc
+        self._stack = contextlib.ExitStack()  # opened as load_audio opens (by content)
+        self._file = self._stack.enter_context(open_soundfile(opened, self.desc))
         f = self._file
         self.info = StreamInfo(
             self.desc, int(f.samplerate), int(f.channels), max(0, f.frames), f.format
@@ -86,7 +82,7 @@ class AudioStream:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._file.close()
+            self._stack.close()
 
     def __enter__(self) -> AudioStream:
         return self

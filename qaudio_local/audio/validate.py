@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import SAMPLE_RATE
 from ..errors import (
     AudioDecodeError,
     AudioTooLongError,
@@ -173,3 +174,31 @@ def check_rate(value: object, name: str, desc: str) -> int:
             source=desc,
         )
     return rate
+
+
+def model_samples(audio: object, desc: str) -> np.ndarray:
+    """Audio as the model takes it: 16 kHz mono samples, checked as every input is.
+
+    The one check for audio handed to the engine directly (an array in a prompt), the same
+    :func:`check_samples` that files, bytes and arrays through ``load_audio`` go through.
+
+    Returns:
+        The samples as a C-contiguous float32 array.
+
+    Raises:
+        InvalidAudioError: Not a 1-D float array, empty, NaN, infinite or beyond
+            :data:`MAX_PEAK`.
+    """
+    arr = np.asarray(audio) if isinstance(audio, np.ndarray) else None
+    if arr is None or arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
+        what = f"shape {arr.shape}, dtype {arr.dtype}" if arr is not None else type(audio).__name__
+        raise InvalidAudioError(
+            f"{desc} must be a 1-D float array of 16 kHz samples (got {what}); "
+            "qaudio_local.load_audio() reads files, bytes and other arrays into one",
+            source="<array>",
+        )
+    if arr.size == 0:
+        raise InvalidAudioError(f"{desc} is empty", source="<array>")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    check_samples(out[:, np.newaxis], desc, SAMPLE_RATE, offset=0)
+    return out

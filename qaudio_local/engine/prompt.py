@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DEFAULT_SYSTEM_PROMPT
+from ..errors import InvalidAudioError
 
 ROLES = ("system", "user", "assistant")
 TOKENS_MARKER = "<|qaudio:token-ids|>"  # where a TokenIds run goes in the rendered text
@@ -56,8 +57,11 @@ class Message:
             raise ValueError(f"unknown role {self.role!r}; use one of {', '.join(ROLES)}")
         for part in self.parts:
             if not isinstance(part, str | np.ndarray | TokenIds):
-                raise TypeError(
-                    f"a message part must be text or an audio array, not {type(part).__name__}"
+                raise InvalidAudioError(
+                    f"a message part must be text (str) or audio (a 1-D float32 numpy array "
+                    f"of 16 kHz samples), not {type(part).__name__}; "
+                    "qaudio_local.load_audio() reads files, bytes and lists of samples",
+                    source="<message>",
                 )
         if self.role != "user" and any(isinstance(p, np.ndarray) for p in self.parts):
             raise ValueError(f"audio can only appear in user turns, not in a {self.role} turn")

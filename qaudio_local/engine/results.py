@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidAudioError
+from ..audio.validate import model_samples
 
 
 @dataclass(frozen=True)
@@ -171,17 +171,9 @@ class Generation:
 
 
 def check_audio(audio: np.ndarray, index: int) -> np.ndarray:
-    arr = np.asarray(audio)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
-        raise InvalidAudioError(
-            f"audio {index} must be a 1-D float array of 16 kHz samples "
-            f"(got shape {arr.shape}, dtype {arr.dtype}); use "
-            "qaudio_local.load_audio()",
-            source="<array>",
-        )
-    if arr.size == 0:
-        raise InvalidAudioError(f"audio {index} is empty", source="<array>")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise InvalidAudioError(f"audio {index} contains NaN or infinite samples", source="<array>")
-    return arr
+    """Audio ``index`` (from 1) of a prompt, checked as every way audio comes in is.
+
+    Raises:
+        InvalidAudioError: See :func:`qaudio_local.audio.validate.model_samples`.
+    """
+    return model_samples(audio, f"audio {index}")
