@@ -35,9 +35,8 @@ from qaudio_local.engine.cpu_probe import (
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.results import ModelOptions, SamplingOptions
 from qaudio_local.errors import CpuKernelError, RuntimeBackendError
-
-from .conftest import tone
-from .test_cli import invoke, run_args
+from tests.support.audio import tone
+from tests.support.cli import invoke, run_args
 
 FAULTED = KernelVerdict(
     steps=tuple((s, "SIGILL" if s == "text:Q4_K_M" else "ok") for s in STEPS),

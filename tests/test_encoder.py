@@ -9,8 +9,7 @@ import pytest
 
 from qaudio_local.audio.features import audio_tokens, log_mel
 from qaudio_local.engine.encoder import AudioEncoder
-
-from .conftest import tone
+from tests.support.audio import tone
 
 
 @pytest.fixture(scope="module")

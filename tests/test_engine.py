@@ -20,8 +20,7 @@ from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.prompt import Message, user
 from qaudio_local.engine.results import ModelOptions, SamplingOptions
 from qaudio_local.engine.sampling import StopText
-
-from .conftest import tone
+from tests.support.audio import tone
 
 Pair = tuple[Path, Path]
 GREEDY = SamplingOptions(max_tokens=12, stop_at_end_of_turn=False)

@@ -9,8 +9,7 @@ from qaudio_local.convert.tiny import special_token_ids
 from qaudio_local.engine.model import AudioModel, ModelOptions, SamplingOptions
 from qaudio_local.engine.prompt import Message, user
 from qaudio_local.errors import ContextOverflowError, InvalidAudioError, RuntimeBackendError
-
-from .conftest import tone
+from tests.support.audio import tone
 
 GREEDY8 = SamplingOptions(max_tokens=8, stop_at_end_of_turn=False)
 

@@ -30,8 +30,7 @@ import srt
 import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from .conftest import tone
-from .test_transcribe import MINUTE, make_recording
+from tests.support.audio import MINUTE, make_recording, tone
 
 KEY = "test-key"
 Pair = tuple[Path, Path]
