@@ -24,21 +24,17 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from qaudio_local.convert import convert_checkpoint  # noqa: E402
-from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
-from qaudio_local.engine.model import AudioModel  # noqa: E402
-from qaudio_local.engine.prompt import Message, user  # noqa: E402
-from qaudio_local.engine.results import ModelOptions, SamplingOptions  # noqa: E402
+from qaudio_local.convert import convert_checkpoint
+from qaudio_local.convert.tiny import make_tiny_checkpoint
+from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.prompt import Message, user
+from qaudio_local.engine.results import ModelOptions, SamplingOptions
 
 REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
 WIDE_TEXT = {"hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008}

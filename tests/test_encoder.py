@@ -50,7 +50,7 @@ def test_matches_the_reference_encoder(
     encoder: AudioEncoder, tiny_checkpoint: Path, seconds: float
 ) -> None:
     pytest.importorskip("transformers")
-    from .reference import ReferenceModel
+    from qaudio_dev.reference import ReferenceModel
 
     clip = tone(seconds, 311) + 0.02 * np.random.default_rng(3).standard_normal(
         int(seconds * 16000)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from qaudio_dev.fuzz.cases import cases
+from qaudio_dev.fuzz.harness import Outcome, run_cases, table
 from qaudio_local.engine.cpu_probe import SEAM_ENV
-from tests.fuzz_cases import cases
-from tests.fuzz_harness import Outcome, run_cases, table
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork and resource limits")
 Pair = tuple[Path, Path]

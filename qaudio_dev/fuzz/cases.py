@@ -1,7 +1,7 @@
 """Fuzz cases: audio inputs, GGUF pairs and command lines as a hostile user writes them.
 
 Each case is a small dict; its input is rebuilt from ``seed`` inside the child that runs it
-(:mod:`tests.fuzz_harness`), so a failing case is reproduced with
+(:mod:`qaudio_dev.fuzz.harness`), so a failing case is reproduced with
 ``python scripts/fuzz.py --only KIND:FAMILY:SEED``. The generators are this project's own
 (seeded numpy), not a fuzzing library: they know where the dangerous numbers are (declared
 rates, counts, lengths, hyper-parameters) and aim there.
@@ -456,7 +456,7 @@ _HOSTILE_FLOATS = [math.nan, -1.0, 0.0, -0.0, math.inf, -math.inf, 1e-45, 1e38, 
 
 def _value_for(rng: np.random.Generator, key: str) -> Any:
     """A hostile (value, type, element type) for metadata ``key``."""
-    from tests.gguf_edit import VT
+    from qaudio_dev.gguf_edit import VT
 
     pick = int(rng.integers(8))
     if pick == 0:
@@ -477,7 +477,7 @@ def _value_for(rng: np.random.Generator, key: str) -> Any:
 
 def _mutate_pair(case: dict[str, Any], pair: tuple[Path, Path], tmp: Path) -> tuple[Path, Path]:
     """The pair with one mutation applied to one file (chosen by ``seed``)."""
-    from tests import gguf_edit as ge
+    from qaudio_dev import gguf_edit as ge
 
     rng = np.random.default_rng(case["seed"])
     family = case["family"]
@@ -537,7 +537,7 @@ def _header_size(path: Path) -> int:
 
 
 def _tensor_mutation(rng: np.random.Generator, src: Path, dst: Path, target: str) -> None:
-    from tests import gguf_edit as ge
+    from qaudio_dev import gguf_edit as ge
 
     fields, tensors = ge.read(src)
     names = [t.name for t in tensors]
@@ -597,7 +597,7 @@ def _count_mutation(rng: np.random.Generator, src: Path, dst: Path, target: str)
     """Hostile counts, lengths, offsets and shapes written into the layout itself."""
     import gguf
 
-    from tests import gguf_edit as ge
+    from qaudio_dev import gguf_edit as ge
 
     reader = gguf.GGUFReader(src)
     huge = [2**31, 2**32 - 1, 2**63, 2**64 - 1, 2**40, 10**9]
@@ -636,7 +636,7 @@ def _count_mutation(rng: np.random.Generator, src: Path, dst: Path, target: str)
 
 
 def _token_mutation(rng: np.random.Generator, src: Path, dst: Path) -> None:
-    from tests import gguf_edit as ge
+    from qaudio_dev import gguf_edit as ge
 
     fields, tensors = ge.read(src)
     tokens = list(fields["tokenizer.ggml.tokens"][0])
