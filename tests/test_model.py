@@ -1,4 +1,7 @@
-"""The runtime, through the real llama.cpp bindings on the tiny model (nothing mocked)."""
+"""``AudioModel`` (engine/model.py) through the real llama.cpp bindings on the tiny model.
+
+Nothing is mocked: both audio paths, prompts, sampling, limits and the quantized pairs.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def test_greedy_is_deterministic(any_model: AudioModel) -> None:
 def test_audio_reaches_the_text_model(any_model: AudioModel) -> None:
     tiny_model = any_model
     rng = np.random.default_rng(1)
-    tiny_model.clear_cache()  # cold runs, bit for bit (test_engine.py covers reuse)
+    tiny_model.clear_cache()  # cold runs, bit for bit (test_scheduler.py covers reuse)
     a = tiny_model.prompt_logits("Describe.", [tone(1.0, 200)])
     b = tiny_model.prompt_logits("Describe.", [(0.5 * rng.standard_normal(16000)).astype("f4")])
     tiny_model.clear_cache()

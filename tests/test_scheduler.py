@@ -1,4 +1,5 @@
-"""The engine: parallel sequences, prefix reuse and encoding cache, on the tiny model.
+"""The engine's scheduler (engine/scheduler.py) on the tiny model: parallel sequences,
+cancellation, prefix reuse over the KV ledger (kv.py), the encoding cache, stop strings.
 
 Everything goes through the real llama.cpp context; what was fed to it is counted by the
 engine (``AudioModel.stats``), so reuse is checked by counts, never by timing.
