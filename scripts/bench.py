@@ -39,7 +39,6 @@ import platform
 import re
 import shlex
 import statistics
-import struct
 import subprocess
 import sys
 import tarfile
@@ -57,13 +56,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "scripts"))
 
+from qaudio_dev.synthetic import (  # noqa: E402
+    REAL_AUDIO,
+    REAL_TEXT,
+    REAL_VOCAB,
+    SMALL_AUDIO,
+    build_synthetic,
+)
 from qaudio_local.config import SAMPLE_RATE  # noqa: E402
 from qaudio_local.engine.prompt import render, user  # noqa: E402
 
-REAL_VOCAB = 156_032
-REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
-REAL_TEXT = {"hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008}
-SMOKE_AUDIO = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128}
+SMOKE_AUDIO = SMALL_AUDIO
 SMOKE_TEXT = {"hidden": 256, "heads": 4, "kv_heads": 4, "ffn": 512}
 FULL_LAYERS = 32
 QUANTS = ("F16", "Q8_0", "Q4_K_M")
@@ -104,107 +107,22 @@ class Models:
     gguf_bytes: dict[str, dict[str, float]]
 
 
-def _stamped(stamp: Path, build: Callable[[], dict[str, str]]) -> dict[str, str]:
-    """Run ``build`` unless ``stamp`` says that an earlier run finished it."""
-    if not stamp.is_file():
-        info = build()
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps(info))
-    return json.loads(stamp.read_text())
-
-
-def _mapped_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of an F16 safetensors file as a read-only memory map (nothing is read)."""
-    with path.open("rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    out = {}
-    for name, entry in header.items():
-        if entry["dtype"] != "F16":
-            raise SystemExit(f"{path}: {name} is {entry['dtype']}, expected F16")
-        begin = 8 + n + entry["data_offsets"][0]
-        out[name] = np.memmap(path, "<f2", mode="r", offset=begin, shape=tuple(entry["shape"]))
-    return out
-
-
-def widen_vocab(ckpt: Path, rows: int, seed: int = 7) -> None:
-    """Give the checkpoint ``rows`` embedding and output rows (the real 156032).
-
-    ``make_tiny_checkpoint`` sizes the vocabulary to its own small tokenizer and takes no
-    override, so the rows beyond it are added here, random; the converter pads the token
-    list with unused entries, as it does for the real model's 151646 tokens.
-    """
-    from qaudio_local.convert.safetensors_io import write_safetensors
-
-    path = ckpt / "model.safetensors"
-    tensors = _mapped_safetensors(path)
-    rng = np.random.default_rng(seed)
-    for name in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
-        old = tensors[name]
-        std = 0.25 if "embed" in name else 1.0 / math.sqrt(old.shape[1])
-        new = np.empty((rows, old.shape[1]), np.float16)
-        new[: old.shape[0]] = old
-        for start in range(old.shape[0], rows, 8192):
-            stop = min(rows, start + 8192)
-            block = rng.standard_normal((stop - start, old.shape[1]), dtype=np.float32)
-            new[start:stop] = block * std
-        tensors[name] = new
-    tmp = path.with_name("model.safetensors.widened")
-    write_safetensors(tmp, tensors, {"format": "pt"})
-    del tensors
-    os.replace(tmp, path)
-    config = json.loads((ckpt / "config.json").read_text())
-    config["vocab_size"] = config["text_config"]["vocab_size"] = rows
-    (ckpt / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _checkpoint(folder: Path, sizes: Sizes) -> Path:
-    from qaudio_local.convert.tiny import make_tiny_checkpoint
-
-    ckpt = folder / "qwen2-audio-synth"
-
-    def build() -> dict[str, str]:
-        make_tiny_checkpoint(ckpt, dtype="float16", audio=sizes.audio, text=sizes.text)
-        if sizes.vocab:
-            widen_vocab(ckpt, sizes.vocab)
-        return {"sizes": json.dumps(asdict(sizes))}
-
-    _stamped(folder / "ckpt.complete.json", build)
-    return ckpt
-
-
 def build_models(
     work: Path, sizes: Sizes, quants: tuple[str, ...], log: Callable[[str], None]
 ) -> Models:
     """Build, convert and cache the model (and a small stand-in projector); reuse them later."""
-    from qaudio_local.convert import convert_checkpoint
-
-    folder = work / sizes.name
     t0 = time.perf_counter()
-    ckpt = _checkpoint(folder, sizes)
-    gguf: dict[str, Path] = {}
-    for quant in quants:  # F16 first: its folder keeps the one projector
-        out = folder / f"gguf-{quant}"
-
-        def convert(out: Path = out, quant: str = quant) -> dict[str, str]:
-            res = convert_checkpoint(ckpt, out, outtype=quant, mmproj_outtype="f16")
-            if quant != "F16":
-                res.mmproj_path.unlink()
-            return {"model": res.model_path.name, "mmproj": res.mmproj_path.name}
-
-        info = _stamped(out / ".complete.json", convert)
-        gguf[quant] = out / info["model"]
-        if quant == "F16":
-            mmproj = out / info["mmproj"]
-    decode_mmproj = mmproj
+    synth = build_synthetic(
+        work / sizes.name, sizes.audio, sizes.text, vocab=sizes.vocab, quants=quants
+    )
+    decode_mmproj = synth.mmproj
     if sizes.audio["d_model"] > SMOKE_AUDIO["d_model"]:
         decode_mmproj = _standin_projector(work, sizes)
     if time.perf_counter() - t0 > 5:
         log(f"built the models in {time.perf_counter() - t0:.0f} s")
-    sizes_of = {q: gguf_bytes(p) for q, p in gguf.items()}
-    positions = _positions(gguf[quants[-1]], decode_mmproj)
-    return Models(ckpt, gguf, mmproj, decode_mmproj, positions, sizes_of)
+    sizes_of = {q: gguf_bytes(p) for q, p in synth.gguf.items()}
+    positions = _positions(synth.gguf[quants[-1]], decode_mmproj)
+    return Models(synth.ckpt, synth.gguf, synth.mmproj, decode_mmproj, positions, sizes_of)
 
 
 def _positions(model: Path, mmproj: Path) -> int:
@@ -220,20 +138,10 @@ def _standin_projector(work: Path, sizes: Sizes) -> Path:
     """A 64-wide encoder projecting to the text width: the decode and prefill runs need a
     projector to load the engine, and 750 audio tokens from it cost the text model the same
     as from the real encoder (the values do not matter to the time), without its 15-50 s."""
-    from qaudio_local.convert import convert_checkpoint
-    from qaudio_local.convert.tiny import make_tiny_checkpoint
-
     t = sizes.text
-    folder = work / f"standin-projector-{t['hidden']}"
     text = {"hidden": t["hidden"], "heads": t["heads"], "kv_heads": t["kv_heads"], "ffn": 64}
-
-    def build() -> dict[str, str]:
-        ckpt = make_tiny_checkpoint(folder / "ckpt", audio=SMOKE_AUDIO, text={**text, "layers": 1})
-        res = convert_checkpoint(ckpt, folder, outtype="f16")
-        res.model_path.unlink()
-        return {"mmproj": res.mmproj_path.name}
-
-    return folder / _stamped(folder / ".complete.json", build)["mmproj"]
+    folder = work / f"standin-projector-{t['hidden']}"
+    return build_synthetic(folder, SMOKE_AUDIO, {**text, "layers": 1}).mmproj
 
 
 def gguf_bytes(path: Path) -> dict[str, float]:

@@ -30,30 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-from qaudio_local.convert import convert_checkpoint
-from qaudio_local.convert.tiny import make_tiny_checkpoint
+from qaudio_dev.synthetic import REAL_AUDIO, REAL_TEXT, SMALL_AUDIO, build_synthetic
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.prompt import Message, user
 from qaudio_local.engine.results import ModelOptions, SamplingOptions
 
-REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
-WIDE_TEXT = {"hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008}
-SMALL_AUDIO = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128}
+WIDE_TEXT = REAL_TEXT  # the real width; each part picks its number of layers
 
 
 def build(work: Path, name: str, audio: dict, text: dict) -> tuple[Path, Path]:
-    """Build (once) and convert a synthetic checkpoint; reuse it on later runs."""
-    out = work / name / "gguf"
-    found = sorted(out.glob("*.gguf")) if out.is_dir() else []
-    if len(found) == 2:
-        mmproj = next(p for p in found if "mmproj" in p.name)
-        return next(p for p in found if p is not mmproj), mmproj
-    t0 = time.perf_counter()
-    ckpt = make_tiny_checkpoint(work / name / "ckpt", dtype="float16", audio=audio, text=text)
-    pair = convert_checkpoint(ckpt, out, outtype="f16")
-    size = pair.model_path.stat().st_size / 2**30
-    print(f"built {name}: {size:.2f} GiB text model in {time.perf_counter() - t0:.0f} s")
-    return pair.model_path, pair.mmproj_path
+    """The F16 pair of a synthetic model in ``work/name``, built on the first run only."""
+    synth = build_synthetic(work / name, audio, text)
+    if synth.built_s:
+        size = synth.gguf["F16"].stat().st_size / 2**30
+        print(f"built {name}: {size:.2f} GiB text model in {synth.built_s:.0f} s")
+    return synth.gguf["F16"], synth.mmproj
 
 
 # --- 1. parallel decoding ---------------------------------------------------------------------
