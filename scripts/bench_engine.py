@@ -24,12 +24,12 @@ import argparse
 import os
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from qaudio_dev.bench.rates import engine_rate, fast_kernels
 from qaudio_dev.synthetic import REAL_AUDIO, REAL_TEXT, SMALL_AUDIO, build_synthetic
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.prompt import Message, user
@@ -48,28 +48,6 @@ def build(work: Path, name: str, audio: dict, text: dict) -> tuple[Path, Path]:
 
 
 # --- 1. parallel decoding ---------------------------------------------------------------------
-
-
-def engine_rate(model: AudioModel, n: int, tokens: int) -> float:
-    """Aggregate decode tokens/s of n sequences started in the same step."""
-    sampling = SamplingOptions(max_tokens=tokens, stop_at_end_of_turn=False)
-    results: list = [None] * n
-    gens = [model.stream(f"Sequence {i}: say something.", sampling=sampling) for i in range(n)]
-
-    def run(i: int) -> None:
-        results[i] = gens[i].wait()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    with model._scheduler.held():  # type: ignore[union-attr]
-        for t in threads:
-            t.start()
-        while model._scheduler.queued < n:  # type: ignore[union-attr]
-            time.sleep(0.001)
-    for t in threads:
-        t.join()
-    # all prompts were fed in the first step; after it, every step decodes all n
-    decoded = sum(r.usage.completion_tokens - 1 for r in results)
-    return decoded / (max(r.timings.decode_ms for r in results) / 1e3)
 
 
 def plain_loop_rate(model: AudioModel, tokens: int) -> float:
@@ -106,16 +84,6 @@ def plain_loop_rate(model: AudioModel, tokens: int) -> float:
             lib.llama_memory_clear(mem, True)
     model.clear_cache()  # the engine's bookkeeping must not trust the cleared cells
     return (tokens - 1) / dt
-
-
-def fast_kernels(model: str | Path) -> bool:
-    """Whether this GGUF may load with llama.cpp's fast CPU kernels here: the project's
-    CPU-kernel verdict, which every side of a benchmark obeys (the engine by itself,
-    llama.cpp's tools through ``--repack 0`` / ``--no-repack``, ``Llama`` in bench.py)."""
-    from qaudio_local.engine.cpu_probe import kernel_plan
-    from qaudio_local.engine.gguf_check import check_text_model
-
-    return kernel_plan("auto", check_text_model(model).quantized, False).extra_bufts
 
 
 def batched_bench(binary: Path, model: Path, threads: int, tokens: int) -> dict[int, float]:
