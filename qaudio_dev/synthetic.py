@@ -123,7 +123,7 @@ def _mapped_safetensors(path: Path) -> dict[str, np.ndarray]:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
     header.pop("__metadata__", None)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, entry in header.items():
         if entry["dtype"] != "F16":
             raise SystemExit(f"{path}: {name} is {entry['dtype']}, expected F16")

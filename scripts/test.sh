@@ -18,9 +18,9 @@ echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minu
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e ".[test,parity,server]"
 echo "== ruff"
-"$VENV/bin/ruff" check qaudio_local tests scripts
-"$VENV/bin/ruff" format --check qaudio_local tests scripts
+"$VENV/bin/ruff" check qaudio_local qaudio_dev tests scripts
+"$VENV/bin/ruff" format --check qaudio_local qaudio_dev tests scripts
 echo "== mypy"
-"$VENV/bin/mypy" qaudio_local
+"$VENV/bin/mypy" qaudio_local qaudio_dev
 echo "== pytest"
 "$PY" -m pytest -q "$@"

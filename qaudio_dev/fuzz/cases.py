@@ -271,7 +271,7 @@ def _as_form(rng: np.random.Generator, raw: bytes, ext: str, tmp: Path) -> Any:
     if form == 3:
         strided = np.zeros(2 * len(raw), np.uint8)
         strided[::2] = np.frombuffer(raw, np.uint8)
-        return memoryview(strided[::2])
+        return memoryview(strided[::2])  # type: ignore[arg-type]  # numpy arrays are buffers
     if form == 4:
         return io.BytesIO(raw)
     if form == 5:
@@ -493,12 +493,12 @@ def _mutate_pair(case: dict[str, Any], pair: tuple[Path, Path], tmp: Path) -> tu
         cut = int(rng.integers(0, size)) if rng.random() < 0.5 else int(rng.integers(0, 30000))
         dst.write_bytes(raw[: min(cut, size - 1)])
     elif family == "flip":
-        raw = bytearray(src.read_bytes())
+        flipped = bytearray(src.read_bytes())
         header = _header_size(src)
         for _ in range(int(rng.integers(1, 6))):
             where = header if rng.random() < 0.85 else size
-            raw[int(rng.integers(0, where))] ^= 1 << int(rng.integers(8))
-        dst.write_bytes(bytes(raw))
+            flipped[int(rng.integers(0, where))] ^= 1 << int(rng.integers(8))
+        dst.write_bytes(bytes(flipped))
     elif family == "metadata":
         keys = (_TEXT_INT_KEYS if target == "text" else _CLIP_INT_KEYS) + _FLOAT_KEYS[target]
         keys = keys + _EXTRA_KEYS[target]
