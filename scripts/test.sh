@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (first run only) and run the whole check: lint, format, types, tests.
 # This is the command README.md gives and .ci/run calls.
-#   bash scripts/test.sh            # everything but benchmarks
+#   bash scripts/test.sh            # everything (benchmark scripts in their smoke mode)
 #   bash scripts/test.sh -k audio   # extra arguments go to pytest
+#   bash scripts/test.sh -m "not slow and not bench"   # a quick run: the costliest left out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${QAUDIO_VENV:-.venv}"

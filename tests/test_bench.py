@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:start", "<!-- bench:end -->"
 BEFORE, AFTER = "# Title\n\n## Performance\n\n", "\n\n### Next section\n\nkept as it was\n"

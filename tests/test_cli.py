@@ -689,6 +689,7 @@ def test_selftest_fails_loudly_where_quantized_models_cannot_run(
     assert "error: the self-test failed" in result.stderr
 
 
+@pytest.mark.slow
 def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """A GPU the CPU-only llama.cpp build cannot use gets the exact reinstall command."""
     from qaudio_local.engine import backend

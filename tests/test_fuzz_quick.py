@@ -45,6 +45,7 @@ def test_the_harness_sees_every_kind_of_failure(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 def test_a_slice_of_the_fuzz_suite(
     tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -278,6 +278,7 @@ def test_the_ledger_counts_shared_cells_exactly() -> None:
                 assert ledger.length(seq) == len(held)
 
 
+@pytest.mark.slow
 def test_a_thousand_mixed_requests_from_eight_threads(tiny_gguf: Pair) -> None:
     clips = [tone(0.3 + 0.4 * i, 200 + 90 * i) for i in range(5)]
     opts = ModelOptions(n_ctx=2048, n_threads=2, n_parallel=8, prefix_cache=8)

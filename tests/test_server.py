@@ -278,6 +278,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_transcription_in_every_format(server: str, recording: Path) -> None:
     c = client(server)
     as_json = c.audio.transcriptions.create(model=MODEL, file=recording.open("rb"))

@@ -164,6 +164,7 @@ def _run_cli(pair: Pair, *args: str | Path) -> tuple[int, str, str, int]:
 TEN_MINUTES = [("sil", 20), *(MINUTE * 5)]  # about 6 minutes
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_output(tiny_gguf: Pair, tmp_path: Path) -> None:
     """Byte-identical with --deterministic (each segment alone, from an empty cache); with
     several in flight, which share a batch and which cells they reuse change the rounding."""
@@ -200,6 +201,7 @@ def test_resume_after_kill_gives_the_same_output(tiny_gguf: Pair, tmp_path: Path
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
 
 
+@pytest.mark.slow
 def test_two_hours_in_flat_memory(tiny_gguf: Pair, tmp_path: Path) -> None:
     """Peak RSS for 2 h of audio within 10% of 10 min: the file is never loaded whole.
 
@@ -225,6 +227,7 @@ def test_two_hours_in_flat_memory(tiny_gguf: Pair, tmp_path: Path) -> None:
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
+@pytest.mark.slow
 def test_a_folder_with_a_bad_file_and_stdin(tiny_gguf: Pair, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
