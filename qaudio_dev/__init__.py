@@ -7,6 +7,10 @@
 - :mod:`.gguf_edit`: damaged or edited copies of GGUF files (GGUF tests, fuzzers);
 - :mod:`.fuzz`: the fuzz cases and the harness that runs each in a limited child process
   (``tests/test_fuzz_quick.py``, ``scripts/fuzz.py``);
+- :mod:`.synthetic`: the one builder of synthetic models up to the real width (every
+  benchmark script);
+- :mod:`.bench`: ``scripts/bench.py``'s benchmark (build, run, report) and the engine's
+  decode rate that ``scripts/bench_engine.py`` shares.
 
 The editable install (``pip install -e .``, which ``scripts/test.sh`` runs) makes it
 importable, so no script edits ``sys.path``. Nothing in ``qaudio_local`` imports it.

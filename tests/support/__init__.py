@@ -8,4 +8,6 @@
 
 Fixtures every module may use live in ``tests/conftest.py``. The fake hub's fixtures are
 imported by the modules that use them (``loopback_only`` is autouse for those modules only).
+Tooling that scripts use as well (the transformers reference, fidelity comparisons, GGUF
+edits, the fuzzers) is the ``qaudio_dev`` package at the repository root.
 """
