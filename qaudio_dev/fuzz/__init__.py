@@ -1,2 +1,3 @@
-"""The fuzzers: hostile audio, GGUF pairs and command lines (:mod:`.cases`), each run in a
-child process with a time and memory limit and classified (:mod:`.harness`)."""
+"""The fuzzers: hostile audio (:mod:`.audio`), GGUF pairs (:mod:`.gguf`) and command lines,
+as seeded cases (:mod:`.cases`), each run in a child process with a time and memory limit
+and classified (:mod:`.harness`)."""
