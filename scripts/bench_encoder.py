@@ -17,22 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from qaudio_dev.synthetic import REAL_AUDIO, REAL_TEXT, build_synthetic
+from qaudio_local.engine.model import AudioModel, ModelOptions, SamplingOptions
 
-from qaudio_local.convert import convert_checkpoint  # noqa: E402
-from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
-from qaudio_local.engine.model import AudioModel, ModelOptions, SamplingOptions  # noqa: E402
-
-REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
-WIDE_TEXT = {"hidden": 4096, "layers": 1, "heads": 32, "kv_heads": 32, "ffn": 256}
+WIDE_TEXT = {**REAL_TEXT, "layers": 1, "ffn": 256}  # one layer of the real width
 CLIPS = (5.0, 29.9)
 
 
@@ -44,14 +37,12 @@ def _clip(seconds: float) -> np.ndarray:
 
 
 def build(work: Path) -> tuple[Path, Path]:
-    t0 = time.perf_counter()
-    ckpt = make_tiny_checkpoint(work / "ckpt", dtype="float16", audio=REAL_AUDIO, text=WIDE_TEXT)
-    pair = convert_checkpoint(ckpt, work / "gguf", outtype="f16")
-    size = pair.mmproj_path.stat().st_size / 1e9
-    print(
-        f"built a real-size encoder ({size:.2f} GB projector) in {time.perf_counter() - t0:.0f} s"
-    )
-    return pair.model_path, pair.mmproj_path
+    """The F16 pair in ``work``: built there unless an earlier run with ``--keep`` did."""
+    synth = build_synthetic(work, REAL_AUDIO, WIDE_TEXT)
+    if synth.built_s:
+        size = synth.mmproj.stat().st_size / 1e9
+        print(f"built a real-size encoder ({size:.2f} GB projector) in {synth.built_s:.0f} s")
+    return synth.gguf["F16"], synth.mmproj
 
 
 def main() -> None:
@@ -61,13 +52,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="build into (and reuse) this folder")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        work = args.keep or Path(tmp)
-        done = work / "gguf"
-        if args.keep and done.is_dir() and len(list(done.glob("*.gguf"))) == 2:
-            model_path = next(p for p in done.glob("*.gguf") if "mmproj" not in p.name)
-            mmproj_path = next(done.glob("*mmproj*.gguf"))
-        else:
-            model_path, mmproj_path = build(work)
+        model_path, mmproj_path = build(args.keep or Path(tmp))
         models = {
             path: AudioModel(
                 model_path,

@@ -24,65 +24,30 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from qaudio_dev.bench.rates import engine_rate, fast_kernels
+from qaudio_dev.synthetic import REAL_AUDIO, REAL_TEXT, SMALL_AUDIO, build_synthetic
+from qaudio_local.engine.model import AudioModel
+from qaudio_local.engine.options import ModelOptions, SamplingOptions
+from qaudio_local.engine.prompt import Message, user
 
-from qaudio_local.convert import convert_checkpoint  # noqa: E402
-from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
-from qaudio_local.engine.model import AudioModel  # noqa: E402
-from qaudio_local.engine.options import ModelOptions, SamplingOptions  # noqa: E402
-from qaudio_local.engine.prompt import Message, user  # noqa: E402
-
-REAL_AUDIO = {"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}
-WIDE_TEXT = {"hidden": 4096, "heads": 32, "kv_heads": 32, "ffn": 11008}
-SMALL_AUDIO = {"d_model": 64, "layers": 3, "heads": 4, "ffn": 128}
+WIDE_TEXT = REAL_TEXT  # the real width; each part picks its number of layers
 
 
 def build(work: Path, name: str, audio: dict, text: dict) -> tuple[Path, Path]:
-    """Build (once) and convert a synthetic checkpoint; reuse it on later runs."""
-    out = work / name / "gguf"
-    found = sorted(out.glob("*.gguf")) if out.is_dir() else []
-    if len(found) == 2:
-        mmproj = next(p for p in found if "mmproj" in p.name)
-        return next(p for p in found if p is not mmproj), mmproj
-    t0 = time.perf_counter()
-    ckpt = make_tiny_checkpoint(work / name / "ckpt", dtype="float16", audio=audio, text=text)
-    pair = convert_checkpoint(ckpt, out, outtype="f16")
-    size = pair.model_path.stat().st_size / 2**30
-    print(f"built {name}: {size:.2f} GiB text model in {time.perf_counter() - t0:.0f} s")
-    return pair.model_path, pair.mmproj_path
+    """The F16 pair of a synthetic model in ``work/name``, built on the first run only."""
+    synth = build_synthetic(work / name, audio, text)
+    if synth.built_s:
+        size = synth.gguf["F16"].stat().st_size / 2**30
+        print(f"built {name}: {size:.2f} GiB text model in {synth.built_s:.0f} s")
+    return synth.gguf["F16"], synth.mmproj
 
 
 # --- 1. parallel decoding ---------------------------------------------------------------------
-
-
-def engine_rate(model: AudioModel, n: int, tokens: int) -> float:
-    """Aggregate decode tokens/s of n sequences started in the same step."""
-    sampling = SamplingOptions(max_tokens=tokens, stop_at_end_of_turn=False)
-    results: list = [None] * n
-    gens = [model.stream(f"Sequence {i}: say something.", sampling=sampling) for i in range(n)]
-
-    def run(i: int) -> None:
-        results[i] = gens[i].wait()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    with model._scheduler.held():  # type: ignore[union-attr]
-        for t in threads:
-            t.start()
-        while model._scheduler.queued < n:  # type: ignore[union-attr]
-            time.sleep(0.001)
-    for t in threads:
-        t.join()
-    # all prompts were fed in the first step; after it, every step decodes all n
-    decoded = sum(r.usage.completion_tokens - 1 for r in results)
-    return decoded / (max(r.timings.decode_ms for r in results) / 1e3)
 
 
 def plain_loop_rate(model: AudioModel, tokens: int) -> float:
@@ -119,16 +84,6 @@ def plain_loop_rate(model: AudioModel, tokens: int) -> float:
             lib.llama_memory_clear(mem, True)
     model.clear_cache()  # the engine's bookkeeping must not trust the cleared cells
     return (tokens - 1) / dt
-
-
-def fast_kernels(model: str | Path) -> bool:
-    """Whether this GGUF may load with llama.cpp's fast CPU kernels here: the project's
-    CPU-kernel verdict, which every side of a benchmark obeys (the engine by itself,
-    llama.cpp's tools through ``--repack 0`` / ``--no-repack``, ``Llama`` in bench.py)."""
-    from qaudio_local.engine.cpu_probe import kernel_plan
-    from qaudio_local.engine.gguf import check_text_model
-
-    return kernel_plan("auto", check_text_model(model).quantized, False).extra_bufts
 
 
 def batched_bench(binary: Path, model: Path, threads: int, tokens: int) -> dict[int, float]:

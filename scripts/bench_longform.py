@@ -9,8 +9,9 @@ parallel setting the script fits time = a + b * duration and reports R^2.
     .venv/bin/python scripts/bench_longform.py --real --minutes 1,3         # real encoder
 
 ``--real`` uses a synthetic model with the real encoder (d_model 1280, 32 layers) and a
-one-layer text model of the real width (built once into --work by bench_engine.py's
-builder); at that size a 30 s segment costs about 15-50 s on 2 CPU cores.
+one-layer text model of the real width (built once into --work by qaudio_dev.synthetic,
+shared with bench_engine.py); at that size a 30 s segment costs about 15-50 s on 2 CPU
+cores.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def make_recording(path: Path, minutes: float, seed: int = 0) -> float:
@@ -87,9 +86,10 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 
 def models(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.real:
-        from bench_engine import REAL_AUDIO, WIDE_TEXT, build
+        from qaudio_dev.synthetic import REAL_AUDIO, REAL_TEXT, build_synthetic
 
-        return build(args.work, "real-encoder", REAL_AUDIO, {**WIDE_TEXT, "layers": 1})
+        real = build_synthetic(args.work / "real-encoder", REAL_AUDIO, {**REAL_TEXT, "layers": 1})
+        return real.gguf["F16"], real.mmproj
     from qaudio_local.convert import convert_checkpoint
     from qaudio_local.convert.tiny import make_tiny_checkpoint
 

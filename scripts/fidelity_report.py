@@ -2,7 +2,7 @@
 
 Builds the tiny Qwen2-Audio, converts it to f32 GGUFs, and for each clip compares the
 last-position logits and a 20-token greedy continuation of both audio paths against
-transformers (see tests/reference.py for what "the reference" is). Then times the
+transformers (see qaudio_dev/reference.py for what "the reference" is). Then times the
 encode and prefill of a 5 s clip on both paths, side by side in the same run.
 
     .venv/bin/python scripts/fidelity_report.py          # needs the [parity] extra + torch
@@ -11,17 +11,10 @@ encode and prefill of a 5 s clip on both paths, side by side in the same run.
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from qaudio_local.convert import convert_checkpoint  # noqa: E402
-from qaudio_local.convert.tiny import make_tiny_checkpoint  # noqa: E402
-from qaudio_local.engine.model import AudioModel, ModelOptions  # noqa: E402
-from tests.fidelity import (  # noqa: E402
+from qaudio_dev.fidelity import (
     CASES,
     N_GREEDY,
     QUIET_PEAK,
@@ -29,7 +22,10 @@ from tests.fidelity import (  # noqa: E402
     make_clip,
     reference_run,
 )
-from tests.reference import ReferenceModel  # noqa: E402
+from qaudio_dev.reference import ReferenceModel
+from qaudio_local.convert import convert_checkpoint
+from qaudio_local.convert.tiny import make_tiny_checkpoint
+from qaudio_local.engine.model import AudioModel, ModelOptions
 
 
 def _label(seconds: float, peak: float, stereo: bool) -> str:

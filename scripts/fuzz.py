@@ -1,7 +1,7 @@
 """Fuzz the front end, the GGUF checks and the command line; print the totals table.
 
 Every case runs in its own child process with a time and memory limit (see
-tests/fuzz_harness.py) against the tiny model, built here into a temporary folder:
+qaudio_dev/fuzz/harness.py) against the tiny model, built here into a temporary folder:
 
     .venv/bin/python scripts/fuzz.py                       # the full run (~15 min, 2 cores)
     .venv/bin/python scripts/fuzz.py --audio 500 --gguf 60 --cli 20   # a smaller one
@@ -21,11 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.fuzz_cases import cases  # noqa: E402
-from tests.fuzz_harness import Outcome, run_cases, table  # noqa: E402
+from qaudio_dev.fuzz.cases import cases
+from qaudio_dev.fuzz.harness import Outcome, run_cases, table
 
 
 def build_model(folder: Path) -> tuple[Path, Path, Path]:

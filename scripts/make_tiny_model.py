@@ -19,10 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code: 0 on success, 1 when the checkpoint could not be written.
     """
-    try:
-        import qaudio_local  # noqa: F401
-    except ModuleNotFoundError:  # a source checkout without `pip install -e .`
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from qaudio_local.convert.tiny import DTYPES, make_tiny_checkpoint
     from qaudio_local.errors import QAudioError
 

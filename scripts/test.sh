@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (first run only) and run the whole check: lint, format, types, tests.
 # This is the command README.md gives and .ci/run calls.
-#   bash scripts/test.sh            # everything but benchmarks
+#   bash scripts/test.sh            # everything (benchmark scripts in their smoke mode)
 #   bash scripts/test.sh -k audio   # extra arguments go to pytest
+#   bash scripts/test.sh -m "not slow and not bench"   # a quick run: the costliest left out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${QAUDIO_VENV:-.venv}"
@@ -18,9 +19,9 @@ echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minu
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e ".[test,parity,server]"
 echo "== ruff"
-"$VENV/bin/ruff" check qaudio_local tests scripts
-"$VENV/bin/ruff" format --check qaudio_local tests scripts
+"$VENV/bin/ruff" check qaudio_local qaudio_dev tests scripts
+"$VENV/bin/ruff" format --check qaudio_local qaudio_dev tests scripts
 echo "== mypy"
-"$VENV/bin/mypy" qaudio_local
+"$VENV/bin/mypy" qaudio_local qaudio_dev
 echo "== pytest"
 "$PY" -m pytest -q "$@"

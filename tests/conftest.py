@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from qaudio_local.config import SAMPLE_RATE
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +71,3 @@ def any_model(request: pytest.FixtureRequest) -> object:
     """Each audio path in turn."""
     name = "tiny_model" if request.param == "faithful" else "tiny_model_mtmd"
     return request.getfixturevalue(name)
-
-
-def tone(
-    seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, amplitude: float = 0.3
-) -> np.ndarray:
-    """A sine tone, float32."""
-    t = np.arange(int(seconds * rate)) / rate
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:start", "<!-- bench:end -->"
 BEFORE, AFTER = "# Title\n\n## Performance\n\n", "\n\n### Next section\n\nkept as it was\n"
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a script run: this checkout's packages first, whatever is installed."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def tables(block: str) -> list[list[list[str]]]:
@@ -47,7 +54,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     readme.write_text(f"{BEFORE}{BEGIN} (old) -->\nold table\n{END}{AFTER}", encoding="utf-8")
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke"]
     cmd += ["--work", str(tmp / "work"), "--readme", str(readme)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
+    env = script_env()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "work folder (cached models and tools): " + str(tmp / "work") in proc.stderr
     return proc.stdout, readme.read_text(encoding="utf-8")
@@ -116,12 +124,7 @@ def test_every_side_obeys_the_cpu_kernel_verdict(tmp_path: Path) -> None:
     models with the portable kernels."""
     from qaudio_local.engine.cpu_probe import SEAM_ENV
 
-    env = {
-        **os.environ,
-        SEAM_ENV: "SIGSEGV",
-        "QAUDIO_CACHE_DIR": str(tmp_path / "cache"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = script_env(**{SEAM_ENV: "SIGSEGV", "QAUDIO_CACHE_DIR": str(tmp_path / "cache")})
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--no-readme"]
     cmd += ["--work", str(tmp_path / "work")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)

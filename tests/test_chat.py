@@ -20,9 +20,8 @@ from qaudio_local.cli.chat import ChatSession
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.errors import ContextFullError, ConversationFileError
-
-from .conftest import tone
-from .test_transcribe import mode, umask
+from tests.support.audio import tone
+from tests.support.files import mode, umask
 
 Pair = tuple[Path, Path]
 SHORT = SamplingOptions(max_tokens=10, stop_at_end_of_turn=False)

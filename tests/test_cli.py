@@ -7,7 +7,6 @@ segfault inside llama.cpp or libsndfile) cannot hide behind an exit code.
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import subprocess
@@ -18,38 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from click.testing import CliRunner, Result
 
 from qaudio_local.audio.windows import audio_token_count
 from qaudio_local.cli.main import main
 from qaudio_local.config import SAMPLE_RATE
-
-from .conftest import tone
+from tests.support.audio import tone
+from tests.support.cli import MAX_TOKENS, Pair, invoke, run_args, runner
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CLIP = REPO / "examples" / "tone_chirp.wav"
-MAX_TOKENS = 8
 # The default (faithful) audio path gives the reference's 25 tokens per second.
 TOKENS_PER_SECOND = 25
-Pair = tuple[Path, Path]
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _runner() -> CliRunner:
-    """A runner that keeps stderr apart from stdout on every click 8.x."""
-    if "mix_stderr" in inspect.signature(CliRunner).parameters:  # click < 8.2
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    return CliRunner()
-
-
-def invoke(*args: str | Path, stdin: bytes | None = None) -> Result:
-    """Run ``qaudio ARGS`` in process; an exception escaping the CLI fails the test."""
-    result = _runner().invoke(main, [str(a) for a in args], input=stdin)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"the CLI leaked {result.exception!r}") from result.exception
-    return result
 
 
 def invoke_process(
@@ -84,20 +65,6 @@ def error_line(stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-def run_args(pair: Pair, *audio: str | Path, extra: tuple[str, ...] = ()) -> list[str]:
-    """Arguments of ``qaudio run`` on the tiny pair: short answers, small context."""
-    model, mmproj = pair
-    options = {
-        "--model-file": model,
-        "--mmproj-file": mmproj,
-        "--max-tokens": MAX_TOKENS,
-        "--n-ctx": 2048,
-        "--threads": 2,
-    }
-    # extra comes last: a repeated option takes its last value (e.g. another --n-ctx)
-    return ["run", *map(str, audio), *(str(x) for kv in options.items() for x in kv), *extra]
 
 
 def run_json(
@@ -722,6 +689,7 @@ def test_selftest_fails_loudly_where_quantized_models_cannot_run(
     assert "error: the self-test failed" in result.stderr
 
 
+@pytest.mark.slow
 def test_selftest_names_the_reinstall_when_a_gpu_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """A GPU the CPU-only llama.cpp build cannot use gets the exact reinstall command."""
     from qaudio_local.engine.bindings import backend
@@ -843,5 +811,5 @@ def test_a_context_beyond_training_needs_a_flag(tiny_gguf: Pair) -> None:
 
 def test_every_command_help_has_an_example() -> None:
     for name in main.commands:
-        out = _runner().invoke(main, [name, "--help"]).output
+        out = runner().invoke(main, [name, "--help"]).output
         assert "Examples:" in out and f"qaudio {name}" in out.split("Examples:")[1], name

@@ -6,18 +6,15 @@ tiny model's real GGUF pair, served by the fake hub; the machine is a fixed CPU-
 
 from __future__ import annotations
 
-import inspect
 import shutil
 
 import pytest
-from click.testing import CliRunner, Result
 
 from qaudio_local import paths
-from qaudio_local.cli.main import main
-from qaudio_local.models import hardware, store
+from qaudio_local.models import store
 from qaudio_local.models.manifest import read_manifest
-
-from .fakehub import (  # noqa: F401  (fixtures)
+from tests.support.cli import invoke
+from tests.support.fakehub import (  # noqa: F401  (fixtures)
     MMPROJ,
     REPO,
     TEXT,
@@ -25,81 +22,7 @@ from .fakehub import (  # noqa: F401  (fixtures)
     fake_hub_fixture,
     loopback_only_fixture,
 )
-
-Q8 = "Tiny-Qwen2-Audio.Q8_0.gguf"  # served with the same bytes as TEXT
-GONE = "Tiny-Qwen2-Audio.Q4_K_M.gguf"  # listed in the registry, missing upstream
-
-
-def registry(fake: FakeHub) -> str:
-    size = {name: len(f.data) for name, f in fake.repos[REPO].items()}
-    return f"""
-[models.tiny]
-description = "the tiny test model"
-repo = "{REPO}"
-
-[models.tiny.dims]
-n_layers = 2
-hidden_size = 64
-n_heads = 4
-n_kv_heads = 4
-max_context = 2048
-vocab_size = 1000
-
-[[models.tiny.quants]]
-name = "Q4_K_M"
-filename = "{GONE}"
-size = 1000
-bits_per_weight = 4.9
-
-[[models.tiny.quants]]
-name = "Q8_0"
-filename = "{Q8}"
-size = {size[Q8]}
-bits_per_weight = 8.5
-
-[[models.tiny.quants]]
-name = "F32"
-filename = "{TEXT}"
-size = {size[TEXT]}
-bits_per_weight = 32
-
-[[models.tiny.projectors]]
-name = "f32"
-filename = "{MMPROJ}"
-size = {size[MMPROJ]}
-"""
-
-
-@pytest.fixture(name="cli_hub")
-def cli_hub_fixture(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
-    """The fake hub, the ``tiny`` registry entry, and a fixed CPU-only 16 GiB machine."""
-    fake_hub.add(REPO, Q8, fake_hub.repos[REPO][TEXT].data)
-    home = paths.qaudio_home()
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "models.toml").write_text(registry(fake_hub), encoding="utf-8")
-    machine = hardware.Hardware(
-        gpus=(),
-        cpu_cores=4,
-        physical_cores=4,
-        ram_total=16 * hardware.GIB,
-        ram_available=16 * hardware.GIB,
-        llama_gpu_offload=False,
-    )
-
-    def detect(vram_gb: float | None = None, ram_gb: float | None = None) -> hardware.Hardware:
-        return hardware.with_overrides(machine, vram_gb, ram_gb)
-
-    monkeypatch.setattr(hardware, "detect", detect)
-    return fake_hub
-
-
-def invoke(*args: str) -> Result:
-    """Run ``qaudio ARGS`` in process, stderr apart; an escaping exception fails the test."""
-    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
-    result = CliRunner(**kw).invoke(main, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"the CLI leaked {result.exception!r}") from result.exception
-    return result
+from tests.support.tiny_registry import GONE, Q8, cli_hub_fixture, registry  # noqa: F401  (fixture)
 
 
 def models() -> str:

@@ -1,7 +1,7 @@
 """``qaudio run AUDIO`` with no model files: plan, pull once, then run offline.
 
-Uses the ``tiny`` registry entry and fake hub of ``test_cli_hub`` (a fixed CPU-only
-16 GiB machine; the tiny model's real GGUF pair served on 127.0.0.1).
+Uses the ``tiny`` registry entry and fake hub of ``tests.support.tiny_registry`` (a fixed
+CPU-only 16 GiB machine; the tiny model's real GGUF pair served on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 
 from qaudio_local.models.manifest import read_manifest
-
-from .fakehub import MMPROJ, REPO, TEXT, FakeHub, fake_hub_fixture, loopback_only_fixture  # noqa: F401  (fixtures)
-from .test_cli_hub import cli_hub_fixture, invoke  # noqa: F401  (fixture)
+from tests.support.cli import invoke
+from tests.support.fakehub import (  # noqa: F401  (fixtures)
+    MMPROJ,
+    REPO,
+    TEXT,
+    FakeHub,
+    fake_hub_fixture,
+    loopback_only_fixture,
+)
+from tests.support.tiny_registry import cli_hub_fixture  # noqa: F401  (fixture)
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "tone_chirp.wav")
 RUN = ("run", EXAMPLE, "--model", "tiny", "--max-tokens", "4", "--n-ctx", "1024", "--json")

@@ -35,9 +35,8 @@ from qaudio_local.engine.cpu_probe import (
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.errors import CpuKernelError, RuntimeBackendError
-
-from .conftest import tone
-from .test_cli import invoke, run_args
+from tests.support.audio import tone
+from tests.support.cli import invoke, run_args
 
 FAULTED = KernelVerdict(
     steps=tuple((s, "SIGILL" if s == "text:Q4_K_M" else "ok") for s in STEPS),
@@ -143,6 +142,7 @@ def test_a_hanging_step_is_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     assert v.outcome("text:Q8_0") == "timeout" and not v.text_fast_ok
 
 
+@pytest.mark.slow
 def test_the_cache_is_invalidated_when_the_build_changes(own_cache: Path) -> None:
     stale = {**build_key(), "llama_cpp_python": "0.0.1"}
     cpu_probe._store(stale, FAULTED)
@@ -279,6 +279,7 @@ def test_the_seam_kills_a_real_child_only_where_the_fast_kernels_would_run(
     assert (b"alive" in proc.stdout) is (rc == 0)
 
 
+@pytest.mark.slow
 def test_the_verdict_under_the_fault_is_right_for_every_path(
     own_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,6 +313,7 @@ def test_each_environment_keeps_its_own_verdict(own_cache: Path) -> None:
     assert cache_file(seam_key) != cache_file(here_key) and cached_verdict(seam_key) is None
 
 
+@pytest.mark.slow
 def test_a_kernel_fault_in_the_trial_load_names_the_cpu_not_the_file(
     own_cache: Path, quant_pairs: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,6 +341,7 @@ def test_a_kernel_fault_in_the_trial_load_names_the_cpu_not_the_file(
     assert line.startswith("error: llama.cpp's fast CPU kernels") and cpu_name() in line
 
 
+@pytest.mark.slow
 def test_selftest_passes_where_the_fast_kernels_fault(tmp_path: Path) -> None:
     """README command 1 on a machine like the Intel VMs with AMX: `OK`, exit 0."""
     env = {

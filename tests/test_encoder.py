@@ -9,8 +9,7 @@ import pytest
 
 from qaudio_local.audio.features import audio_tokens, log_mel
 from qaudio_local.engine.encoder import AudioEncoder
-
-from .conftest import tone
+from tests.support.audio import tone
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,7 @@ def test_matches_the_reference_encoder(
     encoder: AudioEncoder, tiny_checkpoint: Path, seconds: float
 ) -> None:
     pytest.importorskip("transformers")
-    from .reference import ReferenceModel
+    from qaudio_dev.reference import ReferenceModel
 
     clip = tone(seconds, 311) + 0.02 * np.random.default_rng(3).standard_normal(
         int(seconds * 16000)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from qaudio_dev.fuzz.cases import cases
+from qaudio_dev.fuzz.harness import Outcome, run_cases, table
 from qaudio_local.engine.cpu_probe import SEAM_ENV
-from tests.fuzz_cases import cases
-from tests.fuzz_harness import Outcome, run_cases, table
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork and resource limits")
 Pair = tuple[Path, Path]
@@ -45,6 +45,7 @@ def test_the_harness_sees_every_kind_of_failure(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 def test_a_slice_of_the_fuzz_suite(
     tiny_gguf: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

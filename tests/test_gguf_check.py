@@ -1,7 +1,7 @@
 """The GGUF checks (engine.gguf: scan, schema, check): every file llama.cpp would
 abort on, or that would make the reader loop or allocate, is a ModelFileError first.
 
-The bad files are made from the tiny model by tests/gguf_edit.py; tests/test_gguf_loadcheck.py
+The bad files are made from the tiny model by qaudio_dev/gguf_edit.py; tests/test_gguf_loadcheck.py
 shows, for several of them, that llama.cpp itself really aborts on them.
 """
 
@@ -19,12 +19,12 @@ import gguf
 import numpy as np
 import pytest
 
+from qaudio_dev import gguf_edit as ge
 from qaudio_local.engine.gguf import check as gguf_check
 from qaudio_local.engine.gguf import check_pair, check_projector, check_text_model
 from qaudio_local.engine.gguf import schema as gguf_schema
 from qaudio_local.engine.gguf.scan import scan
 from qaudio_local.errors import ModelFileError, QAudioError
-from tests import gguf_edit as ge
 
 VT, QT = ge.VT, ge.QT
 Pair = tuple[Path, Path]

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from qaudio_dev import gguf_edit as ge
 from qaudio_local.engine.gguf import TextModelInfo, check_projector, check_text_model
 from qaudio_local.engine.gguf import loadcheck as gguf_loadcheck
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.options import ModelOptions
 from qaudio_local.errors import ModelFileError, RuntimeBackendError
-from tests import gguf_edit as ge
 
 Pair = tuple[Path, Path]
 REPO = Path(__file__).resolve().parents[1]

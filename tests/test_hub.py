@@ -27,8 +27,7 @@ from qaudio_local.errors import (
 from qaudio_local.models import hub, store
 from qaudio_local.models.catalog import HubFile
 from qaudio_local.models.manifest import ManifestRecord, read_manifest, update_manifest
-
-from .fakehub import (  # noqa: F401  (fixtures)
+from tests.support.fakehub import (  # noqa: F401  (fixtures)
     MMPROJ,
     REPO,
     TEXT,

@@ -4,7 +4,7 @@ With f32 GGUFs and an f32 KV cache, the last-position logits must be within 2e-3
 reference, top-1 must agree, all 20 greedy tokens must match, and the audio token count
 must equal the reference's, at every clip length and amplitude. The one deliberate
 difference is on the reference side: its conv kernels are rounded to F16, as the GGUF
-stores them (see tests/reference.py).
+stores them (see qaudio_dev/reference.py).
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from qaudio_local.engine.model import AudioModel, ModelOptions  # noqa: E402
-
-from .fidelity import (  # noqa: E402
+from qaudio_dev.fidelity import (  # noqa: E402
     CASES,
     N_GREEDY,
     compare,
     make_clip,
     reference_run,
 )
-from .reference import ReferenceModel  # noqa: E402
+from qaudio_dev.reference import ReferenceModel  # noqa: E402
+from qaudio_local.engine.model import AudioModel, ModelOptions  # noqa: E402
 
 pytestmark = pytest.mark.parity
 

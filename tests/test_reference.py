@@ -1,4 +1,4 @@
-"""Self-checks of the transformers reference harness in ``tests/reference.py``."""
+"""Self-checks of the transformers reference harness in ``qaudio_dev/reference.py``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def noise(seconds: float, peak: float = 0.3, seed: int = 0) -> np.ndarray:
 def ref(tiny_checkpoint: Path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from .reference import ReferenceModel
+    from qaudio_dev.reference import ReferenceModel
 
     return ReferenceModel(tiny_checkpoint)
 
@@ -34,7 +34,7 @@ def ref(tiny_checkpoint: Path):
 def _official_last_logits(ref, **inputs) -> np.ndarray:
     import torch
 
-    from .reference import torch_threads
+    from qaudio_dev.reference import torch_threads
 
     with torch.no_grad(), torch_threads():
         return ref.model(**inputs).logits[0, -1].numpy()
@@ -43,7 +43,7 @@ def _official_last_logits(ref, **inputs) -> np.ndarray:
 def test_short_clip_equals_the_plain_official_path(ref, tiny_checkpoint: Path) -> None:
     import transformers
 
-    from .reference import AUDIO_MARKER
+    from qaudio_dev.reference import AUDIO_MARKER
 
     clip = noise(5.0)
     processor = transformers.AutoProcessor.from_pretrained(str(tiny_checkpoint))
@@ -66,7 +66,7 @@ def test_long_clip_equals_the_official_forward_over_its_windows(ref) -> None:
     """45 s: the windows as a batch of audios through the official forward, tokens in order."""
     import torch
 
-    from .reference import reference_features
+    from qaudio_dev.reference import reference_features
 
     clip = noise(45.0)
     clip[30 * SAMPLE_RATE :] *= 0.1

@@ -31,8 +31,7 @@ import srt
 import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from .conftest import tone
-from .test_transcribe import MINUTE, make_recording
+from tests.support.audio import MINUTE, make_recording, tone
 
 KEY = "test-key"
 Pair = tuple[Path, Path]
@@ -280,6 +279,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_transcription_in_every_format(server: str, recording: Path) -> None:
     c = client(server)
     as_json = c.audio.transcriptions.create(model=MODEL, file=recording.open("rb"))

@@ -8,17 +8,14 @@ segment over 30 s, nothing for silence, exact samples, subtitles that parse.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import resource
 import signal
-import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,81 +32,10 @@ from qaudio_local.engine.options import ModelOptions
 from qaudio_local.transcription import FORMATS, TranscribeOptions, transcribe, write_outputs
 from qaudio_local.transcription.journal import Journal
 from qaudio_local.transcription.writers import timestamp
+from tests.support.audio import MINUTE, SR, make_recording
+from tests.support.files import current_umask, mode, umask
 
-DATA = Path(__file__).parent / "data"
-SR = 16000
 Pair = tuple[Path, Path]
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    """Run the block under ``mask`` (the files it creates get ``0o666 & ~mask``)."""
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def current_umask() -> int:
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def clip(key: str) -> np.ndarray:
-    return sf.read(DATA / f"speech-{key}.flac", dtype="float32")[0]
-
-
-def speech_bounds(x: np.ndarray) -> tuple[int, int]:
-    """Where a clip's speech starts and ends (its own leading/trailing silence cut)."""
-    loud = np.flatnonzero(np.abs(x) > 0.02)
-    return int(loud[0]), int(loud[-1]) + 1
-
-
-def make_recording(path: Path, plan: list[tuple[str, float | str]], seed: int = 0) -> list:
-    """Write ``plan`` (("sil", seconds) or ("say", "a"|"b"|"c")) block by block; return
-    the speech intervals (start, end) in samples."""
-    rng = np.random.default_rng(seed)
-    truth, pos = [], 0
-    with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
-        for kind, what in plan:
-            if kind == "sil":
-                n = int(float(what) * SR)
-                for i in range(0, n, 10 * SR):
-                    k = min(10 * SR, n - i)
-                    f.write((0.0003 * rng.standard_normal(k)).astype(np.float32))
-                pos += n
-            else:
-                x = clip(str(what))
-                a, b = speech_bounds(x)
-                truth.append((pos + a, pos + b))
-                f.write(x)
-                pos += len(x)
-    return truth
-
-
-MINUTE = [
-    ("sil", 3),
-    ("say", "a"),
-    ("sil", 0.6),
-    ("say", "b"),
-    ("sil", 0.5),
-    ("say", "c"),
-    ("sil", 0.7),
-    ("say", "a"),
-    ("sil", 0.4),
-    ("say", "b"),  # ~33 s of speech with short pauses: must be cut at a pause
-    ("sil", 6),
-    ("say", "c"),
-    ("sil", 8),
-    ("say", "b"),
-    ("sil", 4),
-]
 
 
 def check_segments(segments: list, truth: list, total: int) -> None:
@@ -243,6 +169,7 @@ def _run_cli(pair: Pair, *args: str | Path) -> tuple[int, str, str, int]:
 TEN_MINUTES = [("sil", 20), *(MINUTE * 5)]  # about 6 minutes
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_output(tiny_gguf: Pair, tmp_path: Path) -> None:
     """Byte-identical with --deterministic (each segment alone, from an empty cache); with
     several in flight, which share a batch and which cells they reuse change the rounding."""
@@ -279,6 +206,7 @@ def test_resume_after_kill_gives_the_same_output(tiny_gguf: Pair, tmp_path: Path
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
 
 
+@pytest.mark.slow
 def test_two_hours_in_flat_memory(tiny_gguf: Pair, tmp_path: Path) -> None:
     """Peak RSS for 2 h of audio within 10% of 10 min: the file is never loaded whole.
 
@@ -304,6 +232,7 @@ def test_two_hours_in_flat_memory(tiny_gguf: Pair, tmp_path: Path) -> None:
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
+@pytest.mark.slow
 def test_a_folder_with_a_bad_file_and_stdin(tiny_gguf: Pair, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)

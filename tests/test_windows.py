@@ -133,7 +133,7 @@ def test_processor_expands_audio_to_this_many_tokens(tiny_checkpoint: Path, n_sa
 def test_windows_match_the_reference_windowing(n_samples: int) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from .reference import reference_features
+    from qaudio_dev.reference import reference_features
 
     samples = np.zeros(n_samples, np.float32)
     lengths = [int(mask.sum()) for _, mask in reference_features(samples)]

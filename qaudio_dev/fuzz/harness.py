@@ -1,8 +1,8 @@
 """Run fuzz cases each in a child process with a time and memory limit, and classify them.
 
 A *case* is a small JSON-able dict (``kind``, ``family``, ``seed`` and what its builder in
-:mod:`tests.fuzz_cases` needs). Audio and GGUF cases go to a fork server
-(``python -m tests.fuzz_harness``), which has imported numpy, soundfile and gguf once and
+:mod:`qaudio_dev.fuzz.cases` needs). Audio and GGUF cases go to a fork server
+(``python -m qaudio_dev.fuzz.harness``), which has imported numpy, soundfile and gguf once and
 forks one child per case: the child sets ``RLIMIT_AS`` and ``RLIMIT_CPU``, sends what it
 prints on fds 1 and 2 to a file, builds its input, calls the library and reports one JSON
 line. CLI cases run ``python -m qaudio_local`` directly, with the same limits.
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUTCOMES = ("accepted", "clean", "foreign", "signal", "hang", "wrong")
 LIMITS = {  # kind: (wall seconds, address-space MiB)
     "audio": (30.0, 2048),
@@ -98,11 +98,11 @@ def table(outcomes: Sequence[Outcome]) -> str:
 
 
 class ForkServer:
-    """One ``python -m tests.fuzz_harness`` process, fed cases one at a time."""
+    """One ``python -m qaudio_dev.fuzz.harness`` process, fed cases one at a time."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fuzz_harness"],
+            [sys.executable, "-m", "qaudio_dev.fuzz.harness"],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,
@@ -213,7 +213,7 @@ def _limits(kind: str) -> Callable[[], None]:
 
 def run_cli_case(case: dict[str, Any], env: dict[str, str]) -> Outcome:
     """Run one ``qaudio`` command line and classify how it ended."""
-    from tests.fuzz_cases import cli_command
+    from qaudio_dev.fuzz.cases import cli_command
 
     args, stdin_path = cli_command(case)
     wall, _ = LIMITS["cli"]
@@ -269,9 +269,9 @@ def serve() -> None:
     import numpy  # noqa: F401 - imported once, before forking
     import soundfile  # noqa: F401
 
+    import qaudio_dev.fuzz.cases  # noqa: F401
     import qaudio_local.audio.load  # noqa: F401
     import qaudio_local.engine.gguf  # noqa: F401
-    import tests.fuzz_cases  # noqa: F401
 
     for line in sys.stdin:
         if not line.strip():
@@ -298,7 +298,7 @@ def run_forked(case: dict[str, Any]) -> dict[str, Any]:
             os.dup2(devnull, 0)
             os.dup2(sink.fileno(), 1)
             os.dup2(sink.fileno(), 2)
-            from tests.fuzz_cases import execute
+            from qaudio_dev.fuzz.cases import execute
 
             result = execute(case)
         except BaseException as exc:  # the harness itself failed: report, do not hide

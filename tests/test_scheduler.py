@@ -1,4 +1,5 @@
-"""The engine: parallel sequences, prefix reuse and encoding cache, on the tiny model.
+"""The engine's scheduler (engine/scheduler.py) on the tiny model: parallel sequences,
+cancellation, prefix reuse over the KV ledger (kv.py), the encoding cache, stop strings.
 
 Everything goes through the real llama.cpp context; what was fed to it is counted by the
 engine (``AudioModel.stats``), so reuse is checked by counts, never by timing.
@@ -20,8 +21,7 @@ from qaudio_local.engine.batch.sampling import StopText
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.options import ModelOptions, SamplingOptions
 from qaudio_local.engine.prompt import Message, user
-
-from .conftest import tone
+from tests.support.audio import tone
 
 Pair = tuple[Path, Path]
 GREEDY = SamplingOptions(max_tokens=12, stop_at_end_of_turn=False)
@@ -278,6 +278,7 @@ def test_the_ledger_counts_shared_cells_exactly() -> None:
                 assert ledger.length(seq) == len(held)
 
 
+@pytest.mark.slow
 def test_a_thousand_mixed_requests_from_eight_threads(tiny_gguf: Pair) -> None:
     clips = [tone(0.3 + 0.4 * i, 200 + 90 * i) for i in range(5)]
     opts = ModelOptions(n_ctx=2048, n_threads=2, n_parallel=8, prefix_cache=8)

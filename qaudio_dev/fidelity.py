@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qaudio_dev.reference import ReferenceModel
 from qaudio_local.audio import load_audio
 from qaudio_local.config import SAMPLE_RATE
 from qaudio_local.engine.model import AudioModel, SamplingOptions
-
-from .reference import ReferenceModel
 
 PROMPT = "What does the person say?"
 CLIP_SECONDS = (0.5, 1.0, 5.0, 17.3, 29.9, 30.0, 45.0, 180.0)

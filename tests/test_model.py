@@ -1,4 +1,7 @@
-"""The runtime, through the real llama.cpp bindings on the tiny model (nothing mocked)."""
+"""``AudioModel`` (engine/model.py) through the real llama.cpp bindings on the tiny model.
+
+Nothing is mocked: both audio paths, prompts, sampling, limits and the quantized pairs.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ from qaudio_local.convert.tiny import special_token_ids
 from qaudio_local.engine.model import AudioModel, ModelOptions, SamplingOptions
 from qaudio_local.engine.prompt import Message, user
 from qaudio_local.errors import ContextOverflowError, InvalidAudioError, RuntimeBackendError
-
-from .conftest import tone
+from tests.support.audio import tone
 
 GREEDY8 = SamplingOptions(max_tokens=8, stop_at_end_of_turn=False)
 
@@ -43,7 +45,7 @@ def test_greedy_is_deterministic(any_model: AudioModel) -> None:
 def test_audio_reaches_the_text_model(any_model: AudioModel) -> None:
     tiny_model = any_model
     rng = np.random.default_rng(1)
-    tiny_model.clear_cache()  # cold runs, bit for bit (test_engine.py covers reuse)
+    tiny_model.clear_cache()  # cold runs, bit for bit (test_scheduler.py covers reuse)
     a = tiny_model.prompt_logits("Describe.", [tone(1.0, 200)])
     b = tiny_model.prompt_logits("Describe.", [(0.5 * rng.standard_normal(16000)).astype("f4")])
     tiny_model.clear_cache()

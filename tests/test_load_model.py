@@ -16,9 +16,14 @@ import qaudio_local as qa
 from qaudio_local.errors import ModelFileNotFoundError, OptionError
 from qaudio_local.models.load import CTX_PER_SEQUENCE, DEFAULT_N_CTX, context_for
 from qaudio_local.models.manifest import read_manifest
-
-from .fakehub import REPO, TEXT, FakeHub, fake_hub_fixture, loopback_only_fixture  # noqa: F401
-from .test_cli_hub import cli_hub_fixture  # noqa: F401  (fixture)
+from tests.support.fakehub import (  # noqa: F401  (fixtures)
+    REPO,
+    TEXT,
+    FakeHub,
+    fake_hub_fixture,
+    loopback_only_fixture,
+)
+from tests.support.tiny_registry import cli_hub_fixture  # noqa: F401  (fixture)
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "tone_chirp.wav")
 Pair = tuple[Path, Path]
