@@ -42,7 +42,7 @@ class Hardware:
         system: ``platform.system()``, e.g. ``"Linux"``.
         machine: ``platform.machine()``, e.g. ``"x86_64"``.
         cpu_kernels: The CPU-kernel probe's one-line verdict (see
-            :mod:`qaudio_local.cpu_probe`), or ``""`` if llama.cpp was not asked.
+            :mod:`qaudio_local.engine.cpu_probe`), or ``""`` if llama.cpp was not asked.
         cpu_fast_kernels: Whether quantized models load with llama.cpp's fast kernels here.
         vram_override: The ``--vram`` figure in bytes, if one was given.
         ram_override: The ``--ram`` figure in bytes, if one was given.
