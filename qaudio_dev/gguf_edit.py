@@ -52,10 +52,16 @@ def read(path: Path) -> tuple[dict[str, Field], list[Tensor]]:
     return fields, tensors
 
 
-def write(path: Path, fields: dict[str, Field], tensors: list[Tensor]) -> Path:
-    """Write a GGUF with exactly these fields and tensors."""
+def write(
+    path: Path, fields: dict[str, Field], tensors: list[Tensor], alignment: int | None = None
+) -> Path:
+    """Write a GGUF with exactly these fields and tensors (laid out at ``alignment``, which
+    is then declared in ``general.alignment``; by default gguf-py's 32, undeclared)."""
     writer = gguf.GGUFWriter(path, arch="x")
     writer.kv_data[0].clear()  # drop the architecture the constructor adds: ours comes next
+    if alignment is not None:
+        writer.data_alignment = alignment
+        fields = {**fields, "general.alignment": (alignment, VT.UINT32, None)}
     for key, (value, vtype, sub) in fields.items():
         writer.add_key_value(key, value, vtype, sub_type=sub)
     for t in tensors:

@@ -115,8 +115,7 @@ TEXT_METADATA = [
     ("qwen2.attention.head_count_kv", (3, VT.UINT32, None), "does not divide"),
     ("qwen2.expert_count", (4, VT.UINT32, None), "a setting a dense Qwen2 text model"),
     ("qwen2.rope.scaling.type", ("yarn", VT.STRING, None), "'yarn'"),
-    ("general.alignment", (1, VT.UINT32, None), "general.alignment = 1"),
-    ("general.alignment", (16, VT.UINT32, None), "general.alignment = 16"),
+    ("general.alignment", (1, VT.UINT32, None), "or a wrong general.alignment"),
     ("general.type", ("adapter", VT.STRING, None), "'adapter'"),
     ("split.count", (3, VT.UINT16, None), "one of 3 split parts"),
     ("tokenizer.ggml.model", ("llama", VT.STRING, None), "'llama'"),
@@ -163,7 +162,7 @@ PROJECTOR_METADATA = [
     ("clip.projector_type", ("qwen2.5o", VT.STRING, None), "not Qwen2-Audio's qwen2a"),
     ("clip.audio.feature_layer", ([1, 2], VT.ARRAY, VT.INT32), "audio projector does not"),
     ("clip.use_silu", (1, VT.UINT32, None), "clip.use_silu | BOOL"),
-    ("general.alignment", (8, VT.UINT32, None), "general.alignment = 8"),
+    ("general.alignment", (8, VT.UINT32, None), "or a wrong general.alignment"),
 ]
 
 

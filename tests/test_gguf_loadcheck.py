@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qaudio_dev import gguf_edit as ge
@@ -152,3 +153,75 @@ def test_the_cli_reports_a_contained_crash_in_one_line(tiny_gguf: Pair, tmp_path
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: llama.cpp crashes on projector file")
     assert str(pair[1]) in lines[0] and proc.stdout == ""
+
+
+# --- files that load and answer garbage (issue 25) -------------------------------------------
+
+
+def _nan(name: str) -> ge.TensorEdit:
+    def edit(t: ge.Tensor) -> ge.Tensor:
+        return ge.Tensor(t.name, np.full_like(t.data, np.nan), t.ggml_type) if t.name == name else t
+
+    return edit
+
+
+@pytest.mark.parametrize("audio_path", ["faithful", "mtmd"])
+@pytest.mark.parametrize(
+    ("which", "tensor"), [(0, "blk.0.attn_q.weight"), (1, "a.blk.0.attn_q.weight")]
+)
+def test_weights_holding_nan_are_refused_naming_the_file(
+    tiny_gguf: Pair, tmp_path: Path, audio_path: str, which: int, tensor: str
+) -> None:
+    """The trial load's decode gives NaN logits: a ModelFileError naming the file, cached,
+    on both audio paths (llama.cpp itself answers '!!!!')."""
+    pair = list(fresh_pair(tiny_gguf, tmp_path / "pair"))
+    pair[which] = ge.rewrite(pair[which], tmp_path / f"nan-{which}.gguf", tensors=_nan(tensor))
+    opts = dataclasses.replace(OPTS, audio_path=audio_path, n_ctx=2048)
+    for _ in range(2):  # the second answer comes from the cache
+        with pytest.raises(ModelFileError) as err:
+            AudioModel(pair[0], pair[1], opts)
+        assert err.value.path == str(pair[which]) and "NaN or infinite" in str(err.value)
+        assert ("model file" if which == 0 else "projector file") in str(err.value)
+
+
+def test_a_tensor_count_edited_down_is_refused(tiny_gguf: Pair, tmp_path: Path) -> None:
+    import struct
+
+    edited = tmp_path / "count.gguf"
+    shutil.copy(tiny_gguf[0], edited)
+    with edited.open("r+b") as fh:  # tensor_count: a uint64 after the magic and version
+        fh.seek(8)
+        n = struct.unpack("<Q", fh.read(8))[0]
+        fh.seek(8)
+        fh.write(struct.pack("<Q", n - 1))
+    for path in ("faithful", "mtmd"):
+        with pytest.raises(ModelFileError, match="header"):
+            AudioModel(edited, tiny_gguf[1], dataclasses.replace(OPTS, audio_path=path))
+
+
+def test_no_token_types_is_one_verdict_for_both_audio_paths(
+    tiny_gguf: Pair, tmp_path: Path
+) -> None:
+    bare = ge.rewrite(tiny_gguf[0], tmp_path / "bare.gguf", drop=("tokenizer.ggml.token_type",))
+    for path in ("faithful", "mtmd"):
+        with pytest.raises(ModelFileError, match="token_type"):
+            AudioModel(bare, tiny_gguf[1], dataclasses.replace(OPTS, audio_path=path))
+
+
+@pytest.mark.parametrize("alignment", [1, 8, 16, 64])
+def test_any_power_of_two_alignment_loads_and_answers_the_same(
+    tiny_gguf: Pair, tmp_path: Path, alignment: int
+) -> None:
+    """Valid GGUF at any alignment: mapped when it is aligned enough for llama.cpp, else
+    read into memory; the logits are the same as the 32-aligned file's."""
+    import soundfile as sf
+
+    fields, tensors = ge.read(tiny_gguf[0])
+    aligned = ge.write(tmp_path / f"a{alignment}.gguf", fields, tensors, alignment=alignment)
+    assert check_text_model(aligned).alignment == alignment
+    clip = sf.read(REPO / "examples" / "tone_chirp.wav", dtype="float32")[0]
+    logits = []
+    for text in (tiny_gguf[0], aligned):
+        with AudioModel(text, tiny_gguf[1], OPTS) as model:
+            logits.append(model.prompt_logits("What is this?", [clip]))
+    assert np.array_equal(logits[0], logits[1])

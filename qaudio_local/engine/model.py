@@ -108,6 +108,8 @@ class AudioModel:
         self.extra_bufts = kernels.extra_bufts
         mparams = llama.llama_model_default_params()
         mparams.use_extra_bufts = kernels.extra_bufts
+        if not self.model_info.mappable:  # read into buffers: llama.cpp aborts on a mapped one
+            mparams.load_mode = llama.LLAMA_LOAD_MODE_NONE
         mparams.n_gpu_layers = (
             self.model_info.n_layer + 1 if opts.n_gpu_layers < 0 else opts.n_gpu_layers
         )

@@ -9,12 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProjectorInfo", "TextModelInfo"]
+__all__ = ["MMAP_ALIGNMENT", "ProjectorInfo", "TextModelInfo"]
+
+
+# llama.cpp's backends want tensor data at this alignment: a file aligned to less (any
+# power of two is valid GGUF) cannot be mapped into memory, only read into buffers
+MMAP_ALIGNMENT = 32
 
 
 @dataclass(frozen=True)
 class TextModelInfo:
-    """What the runtime needs to know about a text GGUF."""
+    """What the runtime needs to know about a text GGUF.
+
+    Attributes:
+        alignment: The file's data alignment; below :data:`MMAP_ALIGNMENT` the file is
+            read into memory instead of mapped (llama.cpp aborts on a mapped one).
+    """
 
     path: Path
     architecture: str
@@ -24,6 +34,12 @@ class TextModelInfo:
     n_vocab: int
     quantized: bool = False
     header_digest: str = ""
+    alignment: int = MMAP_ALIGNMENT
+
+    @property
+    def mappable(self) -> bool:
+        """llama.cpp may map the file into memory (its data is aligned enough)."""
+        return self.alignment % MMAP_ALIGNMENT == 0
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ ENV = LOAD_CHECK_ENV
 ENV_TIMEOUT = "QAUDIO_LOAD_CHECK_TIMEOUT"
 CHILD = "qaudio_local.engine.gguf.loadchild"  # run by module name: never imported here
 CLEAN_EXIT = 10  # the child met a clean (QAudioError) failure: no verdict about crashes
+NOT_FINITE_EXIT = 11  # the stage it was in computed NaN or infinite logits
 _STAGES = {"text": "model file", "pair": "projector file"}
 
 
@@ -129,6 +130,7 @@ def _trial(
         "mmproj": str(projector.path),
         "n_layer": model.n_layer,
         "quantized": model.quantized,
+        "alignment": model.alignment,
         "options": opts,
     }
     proc = _run_child(job, model, projector)
@@ -137,6 +139,16 @@ def _trial(
         return {"ok": True}
     if proc.returncode == CLEAN_EXIT:
         return None
+    if proc.returncode == NOT_FINITE_EXIT:
+        stages = re.findall(r"^stage (\w+)$", out, re.M)
+        info = model if (stages or ["text"])[-1] == "text" else projector
+        what = _STAGES.get((stages or ["text"])[-1], "projector file")
+        message = (
+            f"llama.cpp computes NaN or infinite values with {what} {info.path}: its weights "
+            "hold NaN or infinity, or it was written wrong, so it would answer garbage; convert "
+            "it again (`qaudio convert`) or download it again"
+        )
+        return {"ok": False, "message": message, "path": str(info.path)}
     stages = re.findall(r"^stage (\w+)$", out, re.M)
     stage = stages[-1] if stages else "text"
     info = model if stage == "text" else projector

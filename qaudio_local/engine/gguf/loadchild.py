@@ -14,7 +14,12 @@ import sys
 from typing import Any
 
 from ...errors import QAudioError, RuntimeBackendError
-from .loadcheck import CLEAN_EXIT
+from .info import MMAP_ALIGNMENT
+from .loadcheck import CLEAN_EXIT, NOT_FINITE_EXIT
+
+
+class _NotFinite(Exception):
+    """The stage's logits hold NaN or infinity: the file's weights do, or it is damaged."""
 
 
 def _stage(name: str) -> None:
@@ -22,12 +27,16 @@ def _stage(name: str) -> None:
     sys.stdout.flush()
 
 
-def _text_alone(model_path: str, n_layer: int, quantized: bool, options: Any) -> None:
+def _text_alone(
+    model_path: str, n_layer: int, quantized: bool, options: Any, alignment: int
+) -> None:
     """Load the text model, tokenize and decode a chat prompt (the text model's stage).
 
     The parent validated the file; this goes straight to llama.cpp.
     """
     import ctypes
+
+    import numpy as np
 
     from ..bindings.backend import llama_modules
     from ..cpu_probe import fast_kernel_seam, kernel_plan
@@ -39,6 +48,8 @@ def _text_alone(model_path: str, n_layer: int, quantized: bool, options: Any) ->
     fast_kernel_seam(quantized, kernels.extra_bufts)
     mparams = llama.llama_model_default_params()
     mparams.use_extra_bufts = kernels.extra_bufts
+    if alignment % MMAP_ALIGNMENT:
+        mparams.load_mode = llama.LLAMA_LOAD_MODE_NONE
     layers = options.n_gpu_layers
     mparams.n_gpu_layers = n_layer + 1 if layers < 0 else layers
     lm = llama.llama_model_load_from_file(model_path.encode(), mparams)
@@ -60,6 +71,10 @@ def _text_alone(model_path: str, n_layer: int, quantized: bool, options: Any) ->
                 raise RuntimeBackendError("llama.cpp could not tokenize a prompt")
             if llama.llama_decode(ctx, llama.llama_batch_get_one(buf, n)) != 0:
                 raise RuntimeBackendError("llama.cpp could not decode a prompt")
+            n_vocab = llama.llama_vocab_n_tokens(vocab)
+            logits = llama.llama_get_logits_ith(ctx, -1)
+            if not logits or not np.isfinite(np.ctypeslib.as_array(logits, (n_vocab,))).all():
+                raise _NotFinite
             piece = ctypes.create_string_buffer(64)
             llama.llama_token_to_piece(vocab, buf[0], piece, 64, 0, True)
         finally:
@@ -83,12 +98,15 @@ def _pair(model_path: str, mmproj_path: str, options: Any) -> None:
     t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
     tone = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
     with AudioModel(model_path, mmproj_path, opts) as m:
+        if not np.isfinite(m.prompt_logits("What is this?", [tone])).all():
+            raise _NotFinite
         m.generate("What is this?", [tone], sampling=SamplingOptions(max_tokens=2))
 
 
 def main(argv: list[str] | None = None) -> int:
     """The child: one JSON argument (the files and options); prints ``stage`` lines (and
-    which text-model kernels it used), then ``ok``. With ``"text_only"`` in the job it stops
+    which text-model kernels it used), then ``ok``; a stage whose logits are not finite
+    ends it with :data:`NOT_FINITE_EXIT`. With ``"text_only"`` in the job it stops
     after the text model. ``QAUDIO_LOAD_CHECK_INJECT_FAULT=text|pair`` aborts at that
     stage, ``hang`` never ends (for tests)."""
     from ..options import ModelOptions
@@ -104,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         _stage("text")
         if fault == "text":
             os.abort()
-        _text_alone(job["model"], int(job["n_layer"]), bool(job["quantized"]), options)
+        _text_alone(
+            job["model"], int(job["n_layer"]), bool(job["quantized"]), options, job["alignment"]
+        )
         if job.get("text_only"):
             sys.stdout.write("ok\n")
             return 0
@@ -115,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     except QAudioError as exc:
         sys.stdout.write(f"error {type(exc).__name__}: {exc}\n")
         return CLEAN_EXIT
+    except _NotFinite:
+        return NOT_FINITE_EXIT
     sys.stdout.write("ok\n")
     return 0
 

@@ -150,7 +150,7 @@ class Meta:
         """The general.* and split.* keys llama.cpp reads, for either file."""
         self.text("general.name", required=False)
         self.text("general.type", required=False, choices=("model", "mmproj"))
-        self.uint("general.alignment", lo=32, hi=1 << 16, required=False)
+        self.uint("general.alignment", lo=1, hi=1 << 16, required=False)  # a power of 2 (scan)
         self.uint("general.file_type", lo=0, required=False)
         self.uint("general.quantization_version", lo=0, required=False)
         count = self.uint("split.count", lo=0, hi=1 << 16, required=False, vtype=UINT16)

@@ -255,8 +255,36 @@ def _scan(p: Path, buf: Any, size: int) -> GGUFScan:
                 f"it is truncated: tensor {t.name} ends at byte {end} but the file has {size}"
             )
         expected = t.offset + -(-t.nbytes // alignment) * alignment
+    if tensors:
+        _check_no_unlisted_bytes(buf, header_end, data_start, size, tensors, alignment)
     digest = hashlib.sha256(buf[:header_end]).hexdigest()
     return GGUFScan(p, size, version, alignment, kv, tensors, data_start, digest, by_name)
+
+
+def _check_no_unlisted_bytes(
+    buf: Any, header_end: int, data_start: int, size: int, tensors: list[TensorInfo], alignment: int
+) -> None:
+    """Every writer pads the header with zeros to the alignment and ends the file with the
+    last tensor (and its padding). Bytes in the padding, or after the last tensor, mean the
+    header does not describe the file: a tensor count edited down leaves the rest of the
+    header where llama.cpp would read weights, shifted, and answer garbage.
+
+    Raises:
+        GGUFFormatError: Non-zero padding, or a tensor's worth of bytes nobody lists.
+    """
+    if any(buf[header_end:data_start]):
+        raise GGUFFormatError(
+            "its header does not end where its tensor data starts (the padding holds data): "
+            "the header lists fewer entries than the file holds"
+        )
+    last = max(tensors, key=lambda t: t.offset)
+    trailing = size - (data_start + last.offset + last.nbytes)
+    if trailing >= alignment:  # a writer pads the last tensor to the alignment, no more
+        raise GGUFFormatError(
+            f"it holds {trailing} bytes after its last listed tensor: its header does not "
+            f"describe its data (tensors missing from the {len(tensors)} listed, or a wrong "
+            "general.alignment)"
+        )
 
 
 def _read_value(cur: _Cursor, key: str) -> KV:

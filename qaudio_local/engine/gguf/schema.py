@@ -172,6 +172,11 @@ def _tokenizer(meta: Meta) -> int:
         raise meta.fail(f"has a vocabulary of {n} tokens")
     _check_strings(meta, "tokenizer.ggml.tokens", tokens, unique=True)
     types = meta.numbers("tokenizer.ggml.token_type", (INT32,))
+    if types is None:  # llama.cpp then takes <|im_start|>, <|AUDIO|> ... for plain text
+        raise meta.fail(
+            "has no tokenizer.ggml.token_type, so llama.cpp cannot tell the chat format's "
+            "special tokens from text"
+        )
     if types is not None:
         if len(types) != n:
             raise meta.fail(f"has {len(types)} token types for {n} tokens")
