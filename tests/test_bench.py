@@ -47,6 +47,9 @@ def table_with(found: list[list[list[str]]], first_header: str) -> list[list[str
     return matches[0]
 
 
+WORK: dict[str, Path] = {}  # the smoke run's work folder (its saved raw figures)
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     tmp = tmp_path_factory.mktemp("bench")
@@ -58,6 +61,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "work folder (cached models and tools): " + str(tmp / "work") in proc.stderr
+    WORK["smoke"] = tmp / "work"
     return proc.stdout, readme.read_text(encoding="utf-8")
 
 
@@ -125,10 +129,30 @@ def test_every_side_obeys_the_cpu_kernel_verdict(tmp_path: Path) -> None:
     from qaudio_local.engine.cpu_probe import SEAM_ENV
 
     env = script_env(**{SEAM_ENV: "SIGSEGV", "QAUDIO_CACHE_DIR": str(tmp_path / "cache")})
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--no-readme"]
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke"]
     cmd += ["--work", str(tmp_path / "work")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "A measurement failed" not in proc.stdout
     decode = table_with(tables(proc.stdout), "GGUF")
     assert {r[0] for r in decode[2:]} == {"F16", "Q4_K_M"}
+
+
+def test_a_run_changes_no_tracked_file_unless_asked(smoke: tuple[str, str], tmp_path: Path) -> None:
+    """Re-rendering a saved run without --write-readme or --readme prints the block and
+    leaves README.md alone; with --readme it writes there."""
+    saved = next(WORK["smoke"].glob("run-*.json"))
+    readme = ROOT / "README.md"
+    before = (readme.read_bytes(), readme.stat().st_mtime_ns)
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--render", str(saved)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=script_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(BEGIN)
+    assert (readme.read_bytes(), readme.stat().st_mtime_ns) == before
+    copy = tmp_path / "README.md"
+    copy.write_text(f"{BEFORE}{BEGIN} -->\n{END}{AFTER}", encoding="utf-8")
+    proc = subprocess.run(
+        [*cmd, "--readme", str(copy)], capture_output=True, text=True, timeout=120, env=script_env()
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert copy.read_text(encoding="utf-8") == BEFORE + proc.stdout.rstrip("\n") + AFTER

@@ -37,10 +37,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--llama-bin", type=Path, default=None, help="a folder with llama-bench")
     ap.add_argument("--no-llama-bench", action="store_true", help="skip llama-bench")
     ap.add_argument("--no-transformers", action="store_true", help="skip transformers")
-    ap.add_argument("--no-readme", action="store_true", help="print the table only")
-    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="also write the table between README.md's bench markers (only when asked: the "
+        "README is a tracked file)",
+    )
+    ap.add_argument(
+        "--readme", type=Path, default=None, help="write the table into this file's markers"
+    )
+    ap.add_argument("--no-readme", action="store_true", help=argparse.SUPPRESS)  # the default
     ap.add_argument("--render", type=Path, default=None, help="re-render a saved run's JSON")
     return ap.parse_args(argv)
+
+
+def readme_target(args: argparse.Namespace) -> Path | None:
+    """Where the table goes besides stdout: only where asked (``--readme PATH``, or
+    ``--write-readme`` for this checkout's README.md); a run changes no tracked file else."""
+    if args.readme is not None:
+        return Path(args.readme)
+    return ROOT / "README.md" if args.write_readme else None
 
 
 def settings_from(args: argparse.Namespace) -> tuple[Settings, Sizes]:
@@ -73,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         block = render_report(json.loads(args.render.read_text()))
         print(block, end="")
-        if not args.no_readme:
-            write_readme(args.readme, block)
+        if readme_target(args) is not None:
+            write_readme(readme_target(args), block)
         return
 
     def log(msg: str) -> None:
@@ -134,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"raw figures: {saved}")
     block = render_report(doc)
     print(block, end="")
-    if not args.no_readme:
-        write_readme(args.readme, block)
-        log(f"wrote the table into {args.readme}")
+    target = readme_target(args)
+    if target is not None:
+        write_readme(target, block)
+        log(f"wrote the table into {target}")
