@@ -225,3 +225,25 @@ def test_any_power_of_two_alignment_loads_and_answers_the_same(
         with AudioModel(text, tiny_gguf[1], OPTS) as model:
             logits.append(model.prompt_logits("What is this?", [clip]))
     assert np.array_equal(logits[0], logits[1])
+
+
+def test_a_file_merged_by_gguf_split_loads(tiny_gguf: Pair, tmp_path: Path) -> None:
+    """`llama-gguf-split --merge` keeps the split keys as the writers write them:
+    split.count 0 and split.no 0 (UINT16), split.tensors.count as INT32."""
+    n = len(ge.read(tiny_gguf[0])[1])
+    merged = ge.rewrite(
+        tiny_gguf[0],
+        tmp_path / "merged.gguf",
+        kv={
+            "split.no": (0, ge.VT.UINT16, None),
+            "split.count": (0, ge.VT.UINT16, None),
+            "split.tensors.count": (n, ge.VT.INT32, None),
+        },
+    )
+    with AudioModel(merged, tiny_gguf[1], OPTS) as model:
+        assert model.generate("Hi").usage.completion_tokens > 0
+    wrong = ge.rewrite(
+        tiny_gguf[0], tmp_path / "uint16.gguf", kv={"split.tensors.count": (n, ge.VT.UINT16, None)}
+    )
+    with pytest.raises(ModelFileError, match="split.tensors.count"):
+        check_text_model(wrong)  # llama.cpp reads it as INT32 and would refuse this one

@@ -19,6 +19,7 @@ from .scan import (
     ARRAY,
     BOOL,
     FLOAT32,
+    INT32,
     STRING,
     TYPE_NAMES,
     UINT16,
@@ -160,7 +161,9 @@ class Meta:
                 "merge them first: `llama-gguf-split --merge`",
             )
         self.uint("split.no", lo=0, hi=0, required=False, vtype=UINT16)
-        self.uint("split.tensors.count", lo=0, hi=1 << 20, required=False, vtype=UINT16)
+        # INT32, as gguf-py's writer and llama-gguf-split write it (a merged file keeps it
+        # with split.count = 0) and as llama.cpp reads it
+        self.uint("split.tensors.count", lo=0, hi=1 << 20, required=False, vtype=INT32)
         self.closed(("split.",), "a single GGUF file")
 
 
