@@ -19,6 +19,7 @@ from qaudio_local.models.hardware import (
     detect,
     with_overrides,
 )
+from qaudio_local.models.wheels import WHEEL_INDEX, cuda_wheel, prebuilt_wheel
 
 MIB = 1 << 20
 NVIDIA_SMI = "0, NVIDIA GeForce RTX 4070, 12282, 11563, 8.9, 550.54.14\n"
@@ -274,3 +275,77 @@ def test_no_warning_without_a_gpu() -> None:
     hw = with_overrides(_hw("nvidia", False), vram_gb=None, ram_gb=None)
     assert cpu_only_build_warning(Hardware((), 8, 4, GIB, GIB, False)) is None
     assert hw == _hw("nvidia", False)
+
+
+# --- the prebuilt wheel for a GPU (models/wheels.py) ---------------------------------------
+
+HEADER = """+---------------------------------------------------------------------------------+
+| NVIDIA-SMI 550.54.14           Driver Version: 550.54.14     CUDA Version: 12.4  |
+|-------------------------------+----------------------+----------------------------+
+"""
+
+
+@pytest.mark.parametrize(
+    ("cuda", "cc", "index"),
+    [
+        ("12.4", "8.9", "cu124"),  # RTX 4070 on a 550 driver
+        ("12.9", "8.6", "cu125"),  # the newest 12.x wheel the driver can run
+        ("13.1", "8.9", "cu130"),
+        ("13.2", "12.0", "cu132"),  # Blackwell
+        ("13.2", "6.1", "cu125"),  # Pascal: CUDA 13 wheels start at 7.5
+        ("12.0", "8.6", "cu118"),  # older than every 12.x wheel
+        ("12.8", "12.0", "cu125"),  # no 11.8 for Blackwell, 12.x covers it
+        ("11.4", "8.6", None),  # too old a driver for any wheel
+        (None, "8.9", None),  # unknown driver: compile
+        ("12.4", None, "cu124"),  # unknown compute capability: trust the driver
+    ],
+)
+def test_the_cuda_wheel_follows_driver_and_compute_capability(
+    cuda: str | None, cc: str | None, index: str | None
+) -> None:
+    wheel = cuda_wheel(cuda, cc)
+    assert (wheel.index if wheel else None) == index
+
+
+def _gpu(vendor: str) -> Gpu:
+    return Gpu(0, f"{vendor} gpu", vendor, 8 * GIB, 8 * GIB, "8.9" if vendor == "nvidia" else None)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "system", "machine", "python", "index"),
+    [
+        ("nvidia", "Linux", "x86_64", (3, 11), "cu124"),
+        ("nvidia", "Windows", "AMD64", (3, 12), "cu124"),
+        ("nvidia", "Linux", "x86_64", (3, 13), None),  # no wheels for 3.13
+        ("apple", "Darwin", "arm64", (3, 11), "metal"),
+        ("apple", "Darwin", "x86_64", (3, 11), None),
+        ("amd", "Linux", "x86_64", (3, 10), "rocm72"),
+        ("amd", "Windows", "AMD64", (3, 11), "hip-radeon"),
+        ("unknown", "Linux", "x86_64", (3, 11), None),
+    ],
+)
+def test_the_wheel_follows_vendor_platform_and_python(
+    vendor: str, system: str, machine: str, python: tuple[int, int], index: str | None
+) -> None:
+    wheel = prebuilt_wheel(_gpu(vendor), system, machine, python, "12.4")
+    assert (wheel.index if wheel else None) == index
+
+
+def test_the_warning_leads_with_the_prebuilt_wheel_from_the_probes(
+    monkeypatch: pytest.MonkeyPatch,
+    proc: Path,
+) -> None:
+    """nvidia-smi's query gives the GPU, its header the CUDA version: one install command."""
+    fake_tools(monkeypatch, {"nvidia-smi --": NVIDIA_SMI, "nvidia-smi": HEADER})
+    monkeypatch.setattr("sys.version_info", (3, 11, 7, "final", 0))
+    hw = detect(llama_gpu_offload=False, proc_dir=proc, cgroup_dir=proc / "none")
+    assert hw.cuda_version == "12.4"
+    warning = cpu_only_build_warning(Hardware(**{**hw.__dict__, "llama_version": "0.3.36"}))
+    assert warning is not None
+    command = (
+        "pip install --force-reinstall --no-cache-dir --only-binary llama-cpp-python "
+        f'"llama-cpp-python==0.3.36" --extra-index-url {WHEEL_INDEX}/cu124'
+    )
+    assert "install its prebuilt CUDA 12.4 build" in warning and command in warning
+    assert warning.index(command) < warning.index("CMAKE_ARGS")  # compiling comes second
+    assert probes.cuda_version() == "12.4"

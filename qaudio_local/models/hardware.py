@@ -47,6 +47,7 @@ class Hardware:
         vram_override: The ``--vram`` figure in bytes, if one was given.
         ram_override: The ``--ram`` figure in bytes, if one was given.
         notes: What the probes could not learn, one short line each.
+        cuda_version: The newest CUDA the NVIDIA driver supports (``nvidia-smi``), if any.
     """
 
     gpus: tuple[Gpu, ...]
@@ -64,6 +65,7 @@ class Hardware:
     vram_override: int | None = None
     ram_override: int | None = None
     notes: tuple[str, ...] = ()
+    cuda_version: str | None = None
 
     @property
     def best_gpu(self) -> Gpu | None:
@@ -149,6 +151,7 @@ def detect(
         llama_version=version,
         cpu_kernels=kernels,
         cpu_fast_kernels=fast,
+        cuda_version=probes.cuda_version() if any(g.vendor == "nvidia" for g in gpus) else None,
         system=system,
         machine=machine,
         notes=tuple(notes),
@@ -171,21 +174,34 @@ def with_overrides(hw: Hardware, vram_gb: float | None, ram_gb: float | None) ->
 
 
 def cpu_only_build_warning(hw: Hardware) -> str | None:
-    """The warning (with the exact reinstall command) for a GPU that llama.cpp cannot use.
+    """The warning, with the exact install command, for a GPU that llama.cpp cannot use:
+    a prebuilt wheel for that GPU and driver where one exists (see :mod:`.wheels`), else
+    the rebuild with the backend switched on.
 
     ``None`` when there is no NVIDIA/AMD/Apple GPU or when the build can offload.
     """
+    import sys
+
+    from .wheels import prebuilt_wheel
+
     if hw.llama_gpu_offload:
         return None
     gpu = next((g for g in hw.gpus if g.vendor in _BUILD_FLAGS), None)
     if gpu is None:
         return None
     version = hw.llama_version or LLAMA_CPP_PIN
-    cmd = _REINSTALL.format(flag=_BUILD_FLAGS[gpu.vendor], version=version)
+    build = _REINSTALL.format(flag=_BUILD_FLAGS[gpu.vendor], version=version)
     toolkit = {"nvidia": "the CUDA toolkit", "amd": "ROCm/HIP", "apple": "Xcode command-line tools"}
-    return (
+    head = (
         f"found {gpu.name}, but the installed llama-cpp-python is a CPU-only build and cannot "
-        f"use it; to run on the GPU, install {toolkit[gpu.vendor]} and reinstall with: {cmd}"
+        "use it; to run on the GPU, "
+    )
+    wheel = prebuilt_wheel(gpu, hw.system, hw.machine, sys.version_info[:2], hw.cuda_version)
+    if wheel is None:
+        return f"{head}install {toolkit[gpu.vendor]} and reinstall with: {build}"
+    return (
+        f"{head}install its prebuilt {wheel.why}: {wheel.command(version)} "
+        f"(or compile it: install {toolkit[gpu.vendor]}, then {build})"
     )
 
 

@@ -151,6 +151,13 @@ def probe_nvidia_smi() -> list[Gpu]:
     return parse_nvidia_smi(out, with_compute_cap=False) if out is not None else []
 
 
+def cuda_version() -> str | None:
+    """The newest CUDA version the NVIDIA driver supports, from ``nvidia-smi``'s header."""
+    out = run_probe(["nvidia-smi"])
+    m = re.search(r"CUDA Version:\s*(\d+\.\d+)", out or "")
+    return m.group(1) if m else None
+
+
 def cuda_visible(gpus: list[Gpu]) -> tuple[list[Gpu], str | None]:
     """Apply ``CUDA_VISIBLE_DEVICES`` (numeric indices) as llama.cpp will see it."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
