@@ -98,6 +98,20 @@ def offline_enabled() -> bool:
     return _env_true("QAUDIO_OFFLINE") or _env_true("HF_HUB_OFFLINE")
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``), where llama.cpp's ``-hf`` and ``huggingface-cli`` put
+    model files; read now, not when huggingface_hub was imported."""
+    override = os.environ.get("HF_HUB_CACHE", "").strip()
+    if override:
+        return Path(override).expanduser()
+    home = os.environ.get("HF_HOME", "").strip()
+    if home:
+        return Path(home).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
 def hub_endpoint() -> str:
     """The hub's base URL: ``HF_ENDPOINT`` or ``https://huggingface.co``."""
     return (os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co").rstrip("/")

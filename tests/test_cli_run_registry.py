@@ -19,6 +19,7 @@ from tests.support.fakehub import (  # noqa: F401  (fixtures)
     TEXT,
     FakeHub,
     fake_hub_fixture,
+    hf_cache_copy,
     loopback_only_fixture,
 )
 from tests.support.tiny_registry import cli_hub_fixture  # noqa: F401  (fixture)
@@ -78,3 +79,18 @@ def test_a_quant_that_does_not_fit_is_refused_unless_forced(cli_hub: FakeHub) ->
     forced = invoke(*RUN, "--quant", "F32", "--ram", "0.01", "--force")
     assert forced.exit_code == 0, forced.stderr
     assert "note:" in forced.stderr
+
+
+def test_files_in_the_hf_cache_are_used_not_downloaded(cli_hub: FakeHub) -> None:
+    """As llama.cpp's -hf or huggingface-cli leave them: run with zero bytes downloaded,
+    listed where they live, and rm forgets them without deleting them."""
+    snaps = [hf_cache_copy(cli_hub, name) for name in (TEXT, MMPROJ)]
+    cli_hub.reset_log()
+    r = invoke(*RUN)
+    assert r.exit_code == 0, r.stderr
+    assert cli_hub.requests("GET") == []  # verified with a HEAD each, nothing downloaded
+    listing = invoke("list").stdout
+    assert f"in the Hugging Face cache: {snaps[0]}" in listing
+    removed = invoke("rm", "tiny")
+    assert removed.exit_code == 0 and "stays in the Hugging Face cache" in removed.stdout
+    assert all(s.is_file() for s in snaps)

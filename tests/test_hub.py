@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.support.fakehub import (  # noqa: F401  (fixtures)
     FakeHub,
     closed_port,
     fake_hub_fixture,
+    hf_cache_copy,
     loopback_only_fixture,
     silent_port,
 )
@@ -410,7 +412,6 @@ def test_concurrent_manifest_updates_lose_nothing() -> None:
 
 
 def test_a_failed_manifest_write_keeps_the_old_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
 
     update_manifest([_rec(1)])
     before = paths.manifest_path().read_bytes()
@@ -438,3 +439,37 @@ def test_default_home_is_the_platform_data_folder(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("QAUDIO_HOME", "~/elsewhere")
     assert paths.qaudio_home() == Path("~/elsewhere").expanduser()
     assert paths.file_path("a/b", "sub/f.gguf") == paths.qaudio_home() / "models/a--b/sub/f.gguf"
+
+
+# --- files already in the Hugging Face cache ----------------------------------------------------
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_file_in_the_hf_cache_is_used_in_place(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, offline: bool
+) -> None:
+    snap = hf_cache_copy(fake_hub)
+    fake_hub.reset_log()
+    (lf,) = hub.ensure([text_file(fake_hub)], offline=offline)
+    assert lf.path == snap and lf.transferred == 0
+    assert lf.sha256 == fake_hub.repos[REPO][TEXT].sha256
+    assert not final().exists()  # nothing copied into the store
+    assert fake_hub.requests("GET") == []  # not downloaded (online: a HEAD to verify)
+    assert bool(fake_hub.requests("HEAD")) is not offline
+    rec = read_manifest()[(REPO, TEXT)]
+    assert rec.location == str(snap) and rec.path == snap
+    assert store.verify([text_file(fake_hub)])[0].ok
+    fake_hub.reset_log()
+    assert hub.ensure([text_file(fake_hub)])[0].path == snap  # recorded: no network at all
+    assert fake_hub.requests() == []
+    assert hub.remove([text_file(fake_hub)]) == 0 and snap.is_file()  # never deleted there
+
+
+def test_a_damaged_hf_cache_copy_is_not_used(fake_hub: FakeHub) -> None:
+    data = bytearray(fake_hub.repos[REPO][TEXT].data)
+    data[100] ^= 0xFF
+    hf_cache_copy(fake_hub, data=bytes(data))
+    with pytest.raises(OfflineModelMissingError):
+        hub.ensure([text_file(fake_hub)], offline=True)
+    (lf,) = hub.ensure([text_file(fake_hub)], offline=False)  # downloaded into the store
+    assert lf.path == final() and lf.transferred == len(data)

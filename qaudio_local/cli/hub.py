@@ -199,6 +199,8 @@ def list_models() -> None:
             rec = records.pop((f.repo, f.filename), None)
             size = rec.size if rec else f.size
             status = _status(f, rec, local)
+            if rec is not None and rec.location:
+                status += f", in the Hugging Face cache: {rec.path}"
             click.echo(f"  {variant:<10} {kind:<9} {decimal_size(size):>9}  {status}")
     if records:
         click.echo("pulled but no longer in the registry (delete a file to free its space):")
@@ -245,11 +247,19 @@ def rm(name: str, quant: str | None) -> None:
 
     entry, qname = load_catalog().resolve(name)
     qname = _quant_arg(qname, quant)
-    freed = hub.remove(_files_of(entry, qname))
+    files = _files_of(entry, qname)
+    records = {r.key: r for r in hub.list_local()}
+    shared = [r for f in files if (r := records.get((f.repo, f.filename))) and r.location]
+    freed = hub.remove(files)
     what = entry.name if qname == "auto" else f"{entry.name}:{find_quant(entry, qname).name}"
     if freed:
         click.echo(f"removed {what}: freed {decimal_size(freed)}")
-    else:
+    for r in shared:
+        click.echo(
+            f"forgot {r.filename}, which stays in the Hugging Face cache at {r.path} "
+            "(`huggingface-cli delete-cache` deletes it there)"
+        )
+    if not freed and not shared:
         click.echo(f"nothing to remove: {what} is not pulled")
 
 

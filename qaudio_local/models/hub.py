@@ -23,6 +23,10 @@ How a pull works:
 4. Only a file whose sha256 matches is moved (``os.replace``) to its final path, and then
    recorded. Anything else is deleted and reported as :class:`IntegrityError`.
 
+A file that is not in the store but in the Hugging Face cache (``HF_HUB_CACHE``: llama.cpp's
+``-hf`` and ``huggingface-cli download`` put it there) is verified and used in place, never
+downloaded again (:func:`_from_hf_cache`).
+
 Offline (``QAUDIO_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or ``offline=True``) nothing touches the
 network: present files are returned, missing ones raise :class:`OfflineModelMissingError`.
 :func:`ensure` never touches the network when every file is present and recorded.
@@ -38,6 +42,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .. import __version__
@@ -48,7 +53,7 @@ from ..errors import (
     OfflineModelMissingError,
     RemoteFileNotFoundError,
 )
-from ..paths import file_path, hub_endpoint, models_dir, offline_enabled, partial_path
+from ..paths import file_path, hf_hub_cache, hub_endpoint, models_dir, offline_enabled, partial_path
 from .catalog import HubFile
 from .manifest import ManifestRecord, file_lock, fsync_dir, now_utc, read_manifest, update_manifest
 from .store import (
@@ -178,14 +183,17 @@ def pull(
     if offline if offline is not None else offline_enabled():
         out = []
         for f in files:
-            found = present(f, records.get((f.repo, f.filename)))
+            found = present(f, records.get((f.repo, f.filename))) or _from_hf_cache(f, None)
             if found is None:
                 raise OfflineModelMissingError(f.repo, f.filename, name_hint=name_hint)
             out.append(found)
         return out
     endpoint = hub_endpoint()
     remotes = [_remote(f, endpoint, name_hint) for f in files]
-    current = {r.file: None if force else _current(r, records) for r in remotes}
+    current = {
+        r.file: None if force else (_current(r, records) or _from_hf_cache(r.file, r))
+        for r in remotes
+    }
     _check_disk([r for r in remotes if current[r.file] is None])
     return [current[r.file] or _download(r, endpoint, progress, name_hint) for r in remotes]
 
@@ -205,6 +213,51 @@ def _current(remote: _Remote, records: dict[tuple[str, str], ManifestRecord]) ->
         _record(remote, remote.digest)
         return LocalFile(f, path, remote.size, remote.digest, remote.commit)
     return None
+
+
+def _from_hf_cache(f: HubFile, remote: _Remote | None) -> LocalFile | None:
+    """The copy of ``f`` that llama.cpp's ``-hf`` or ``huggingface-cli download`` left in the
+    Hugging Face cache (``HF_HUB_CACHE``), verified and adopted in place (recorded in the
+    manifest with its location; never copied, moved or deleted).
+
+    It must hash to the hub's sha256 (``remote``, online) or, offline, to the digest the
+    cache filed it under (an LFS blob is named by its sha256), and to a digest the registry
+    pins. ``None`` when there is no such copy or it does not verify.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(
+            f.repo, f.filename, cache_dir=hf_hub_cache(), revision=f.revision
+        )
+    except Exception:  # a malformed cache folder is not a reason to fail the pull
+        return None
+    if not isinstance(found, str):  # None, or "known not to exist"
+        return None
+    path = Path(found)
+    try:
+        blob = path.resolve(strict=True)
+        size = blob.stat().st_size
+    except OSError:
+        return None
+    expected = remote.digest if remote is not None else blob.name
+    if not _HEX64.fullmatch(expected) or (f.sha256 and f.sha256.lower() != expected):
+        return None
+    if remote is not None and size != remote.size:
+        return None
+    try:
+        if hash_file(blob) != expected:
+            logger.warning("%s in the Hugging Face cache does not match its sha256", path)
+            return None
+    except OSError:
+        return None
+    commit = remote.commit if remote is not None else path.parent.name
+    now = now_utc()
+    rec = ManifestRecord(
+        f.repo, f.filename, f.revision, commit, size, expected, now, now, str(path)
+    )
+    update_manifest([rec])
+    return LocalFile(f, path, size, expected, commit)
 
 
 def _check_disk(remotes: Sequence[_Remote]) -> None:

@@ -57,6 +57,9 @@ class ManifestRecord:
         sha256: Hex digest of the file as written.
         downloaded_at: When the download completed (ISO 8601, UTC).
         verified_at: When the file last hashed to ``sha256`` (ISO 8601, UTC).
+        location: Where the file is when it is not in this store: a Hugging Face cache
+            snapshot (downloaded by llama.cpp's ``-hf`` or ``huggingface-cli``) adopted in
+            place; ``None`` for files in the store.
     """
 
     repo: str
@@ -67,6 +70,7 @@ class ManifestRecord:
     sha256: str
     downloaded_at: str
     verified_at: str
+    location: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -76,7 +80,7 @@ class ManifestRecord:
     @property
     def path(self) -> Path:
         """Where the file lives."""
-        return file_path(self.repo, self.filename)
+        return Path(self.location) if self.location else file_path(self.repo, self.filename)
 
 
 def now_utc() -> str:
@@ -97,6 +101,7 @@ def _record(raw: object) -> ManifestRecord | None:
             sha256=str(raw["sha256"]).lower(),
             downloaded_at=str(raw.get("downloaded_at", "")),
             verified_at=str(raw.get("verified_at", "")),
+            location=None if raw.get("location") is None else str(raw["location"]),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -81,7 +81,7 @@ def present(file: HubFile, rec: ManifestRecord | None) -> LocalFile | None:
     """The local copy of ``file`` described by ``rec`` if it is there and of its size."""
     if rec is None or not matches(file, rec):
         return None
-    path = file_path(file.repo, file.filename)
+    path = rec.path
     try:
         if not path.is_file() or path.stat().st_size != rec.size:
             return None
@@ -144,20 +144,27 @@ def verify(
         actual = hash_file(path) if full else None
         bad = path.stat().st_size != rec.size or not matches(f, rec)
         if bad or (actual is not None and actual != rec.sha256):
-            if discard_corrupt:
+            if discard_corrupt and rec.location is None:  # never delete outside the store
                 path.unlink()
-            results.append(VerifyResult(rec, "corrupt", actual, removed=discard_corrupt))
+            discarded = discard_corrupt and rec.location is None
+            results.append(VerifyResult(rec, "corrupt", actual, removed=discarded))
         else:
             results.append(VerifyResult(rec, "ok", actual))
     checked = [replace(r.file, verified_at=now_utc()) for r in results if r.ok and full]
-    dropped = [r.file.key for r in results if r.removed or r.status == "missing"]
+    dropped = [
+        r.file.key
+        for r in results
+        if r.removed or r.status == "missing" or (r.status == "corrupt" and r.file.location)
+    ]
     if checked or dropped:
         update_manifest(checked, dropped)
     return results
 
 
 def remove(files: Sequence[HubFile]) -> int:
-    """Delete downloaded and partial copies of ``files`` and their records.
+    """Delete downloaded and partial copies of ``files`` and their records. Files adopted
+    from the Hugging Face cache (records with a ``location``) are forgotten, never deleted:
+    they belong to that cache.
 
     Returns:
         The bytes freed.

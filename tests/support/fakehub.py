@@ -19,6 +19,7 @@ log and a body byte counter (to prove what was transferred, or that nothing was)
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 import threading
@@ -344,3 +345,20 @@ def loopback_only_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect", connect)
     yield
     assert attempts == [], f"the test tried to reach {attempts}"
+
+
+def hf_cache_copy(fake: FakeHub, name: str = TEXT, data: bytes | None = None) -> Path:
+    """Lay ``name`` out in the Hugging Face cache as huggingface_hub (and llama.cpp's -hf)
+    do: a blob named by its sha256, a snapshot link, refs/main."""
+    served = fake.repos[REPO][name]
+    root = Path(os.environ["HF_HOME"]) / "hub" / f"models--{REPO.replace('/', '--')}"
+    commit = fake.commits[REPO]
+    blob = root / "blobs" / served.sha256
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(served.data if data is None else data)
+    snap = root / "snapshots" / commit / name
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    snap.symlink_to(os.path.relpath(blob, snap.parent))
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return snap
