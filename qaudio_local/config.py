@@ -26,6 +26,8 @@ SPECIAL_TOKENS = (
 )
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_PROMPT = "What does the person say?"
+# the base model (Qwen2-Audio-7B) takes a task prompt after the audio, not a question
+BASE_DEFAULT_PROMPT = "Detect the language and recognize the speech: "
 
 # "0" skips the trial load of a model pair in a child process (engine.gguf.loadcheck);
 # "child" marks the processes that are themselves the trial (or the CPU-kernel probe)

@@ -65,10 +65,31 @@ def test_root_registry_matches_packaged() -> None:
     )
 
 
+def test_the_base_model_is_its_own_entry(catalog: Catalog) -> None:
+    """qwen2-audio-7b is Qwen2-Audio-7B (base), with its own files and prompt format."""
+    for name in ("qwen2-audio-7b", "Qwen2-Audio-7B", "qwen2-audio-base"):
+        entry = catalog.get(name)
+        assert entry.name == "qwen2-audio-7b" and entry.prompt_format == "base"
+    assert [q.name for q in entry.quants] == ["Q4_K_M", "Q5_K_S", "Q6_K", "Q8_0"]
+    assert [p.name for p in entry.projectors] == ["f16", "q8_0"]
+    for f in [*(q.file for q in entry.quants), *(p.file for p in entry.projectors)]:
+        assert f.repo == "mradermacher/Qwen2-Audio-7B-GGUF"
+        assert f.filename.startswith("Qwen2-Audio-7B.") and "Instruct" not in f.filename
+
+
+def test_a_registry_prompt_format_is_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.qwen2-audio]\nprompt = "whisper"\n', encoding="utf-8")
+    with pytest.raises(CatalogError, match="prompt"):
+        load_catalog(extra=[bad])
+
+
 def test_packaged_registry_has_the_model_the_issue_asks_for(catalog: Catalog) -> None:
     assert catalog.default == NAME
     entry = catalog.get()
-    assert entry.name == NAME and {"qwen2-audio", "qwen2-audio-7b"} <= set(entry.aliases)
+    assert entry.name == NAME and "qwen2-audio" in entry.aliases
+    assert "qwen2-audio-7b" not in entry.aliases  # that name is the base model's
+    assert entry.prompt_format == "chat"
     d = entry.dims
     assert (d.n_layers, d.hidden_size, d.n_heads, d.n_kv_heads) == (32, 4096, 32, 32)
     assert (d.max_context, d.vocab_size) == (8192, 156032)
@@ -95,9 +116,9 @@ def test_packaged_registry_has_the_model_the_issue_asks_for(catalog: Catalog) ->
         ("", "auto"),
         (NAME, "auto"),
         ("qwen2-audio", "auto"),
-        ("QWEN2-Audio-7B", "auto"),
+        ("QWEN2-Audio-Instruct", "auto"),
         ("qwen2-audio:q4_k_m", "Q4_K_M"),
-        ("qwen2-audio-7b:Q8_0", "Q8_0"),
+        ("qwen2-audio-7b-instruct:Q8_0", "Q8_0"),
         (f"{NAME}:auto", "auto"),
         (":q6_k", "Q6_K"),
         (" qwen2-audio : Q5_K_M ", "Q5_K_M"),
@@ -113,7 +134,11 @@ def test_unknown_model_lists_the_valid_names(catalog: Catalog) -> None:
         catalog.resolve("whisper-large:Q4_K_M")
     err = info.value
     assert isinstance(err, LookupError) and isinstance(err, QAudioError)
-    assert err.kind == "model" and err.name == "whisper-large" and err.valid == (NAME,)
+    assert (
+        err.kind == "model"
+        and err.name == "whisper-large"
+        and err.valid == (NAME, "qwen2-audio-7b")
+    )
     assert NAME in str(err) and "qaudio list" in str(err)
 
 
@@ -223,13 +248,13 @@ def test_qaudio_models_env_adds_models_in_order(
     )
     monkeypatch.setenv("QAUDIO_MODELS", os.pathsep.join([str(first), str(second)]))
     catalog = load_catalog()
-    assert catalog.names == (NAME, "tiny") and catalog.default == "tiny"
+    assert catalog.names == (NAME, "qwen2-audio-7b", "tiny") and catalog.default == "tiny"
     entry, quant = catalog.resolve(None)
     assert entry.name == "tiny" and entry.description == "second wins" and quant == "auto"
     assert entry.quants[0].file == entry.quants[0].file.__class__(
         "me/tiny-GGUF", "tiny.F16.gguf", 1000
     )
-    assert load_catalog(user_files=False).names == (NAME,)
+    assert load_catalog(user_files=False).names == (NAME, "qwen2-audio-7b")
 
 
 def test_local_file_that_is_missing_needs_a_size(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_broken_user_registry_is_one_clean_error(
     assert r.exit_code == 2
     assert r.stderr == (
         f"error: {bad}: [models.qwen2-audio] size: unknown key; valid keys here: aliases, "
-        "description, repo, revision, dims, quants, projectors\n"
+        "description, prompt, repo, revision, dims, quants, projectors\n"
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -70,3 +71,57 @@ def test_mtmd_path_is_measurably_different(
         got = compare(model, reference_run(reference, clip), clip)
     assert got.audio_tokens == 750 and got.ref_tokens == 25
     assert got.max_abs > 0.1
+
+
+# --- the base model's prompt (Qwen2-Audio-7B: no chat template) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def base_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A base-shaped tiny checkpoint (no chat template) and its f32 GGUF pair."""
+    from qaudio_local.convert import convert_checkpoint
+    from qaudio_local.convert.tiny import make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("base")
+    ckpt = make_tiny_checkpoint(root / "tiny-qwen2-audio-base", base=True)
+    res = convert_checkpoint(ckpt, root / "gguf", outtype="f32")
+    return ckpt, res.model_path, res.mmproj_path
+
+
+@pytest.mark.parametrize("seconds", [1.0, 12.5])
+def test_the_base_prompt_matches_the_official_processor(
+    base_pair: tuple[Path, Path, Path], seconds: float
+) -> None:
+    """The base model's ASR prompt through Qwen2AudioProcessor and the official forward and
+    generate, against the engine with the format it reads from the GGUF."""
+    import torch
+    import transformers
+
+    from qaudio_dev.reference import AUDIO_MARKER, torch_threads
+    from qaudio_local.config import BASE_DEFAULT_PROMPT, SAMPLE_RATE
+    from qaudio_local.engine.options import SamplingOptions
+
+    ckpt, text_gguf, mmproj = base_pair
+    ref = ReferenceModel(ckpt)
+    processor = transformers.AutoProcessor.from_pretrained(str(ckpt))
+    clip = make_clip(seconds, 0.5, False)
+    task = f"{BASE_DEFAULT_PROMPT}<|en|>"
+    inputs = processor(
+        text=AUDIO_MARKER + task, audio=[clip], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+    )
+    n_audio = int((inputs["input_ids"] == ref.audio_token_id).sum())
+    with torch.no_grad(), torch_threads():
+        official = ref.model(**inputs).logits[0, -1].numpy()
+        generated = ref.model.generate(
+            **inputs, max_new_tokens=N_GREEDY, min_new_tokens=N_GREEDY, do_sample=False
+        )[0, inputs["input_ids"].shape[1] :].tolist()
+    opts = ModelOptions(n_ctx=2048, n_threads=2, kv_type="f32")
+    with AudioModel(text_gguf, mmproj, opts) as model:
+        assert model.prompt_format == "base"
+        assert model.prompt_tokens(task, [clip]) == inputs["input_ids"].shape[1]
+        logits = model.prompt_logits(task, [clip])
+        sampling = SamplingOptions(max_tokens=N_GREEDY, stop_at_end_of_turn=False)
+        res = model.generate(task, [clip], sampling=sampling)
+    assert res.usage.audio_tokens == n_audio == int(25 * seconds)
+    assert np.abs(logits - official).max() <= 2e-3
+    assert list(res.tokens) == generated

@@ -25,7 +25,7 @@ from ..config import DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..engine.options import SamplingOptions
 from ..engine.prompt import Message, TokenIds
 from ..engine.results import Chunk, Generation, Result
-from ..errors import ContextFullError, ConversationFileError
+from ..errors import ContextFullError, ConversationFileError, OptionError
 from ..paths import write_atomic
 
 if TYPE_CHECKING:
@@ -116,6 +116,13 @@ class Conversation:
     ) -> None:
         if on_full not in ("drop", "error"):
             raise ValueError("on_full must be 'drop' or 'error'")
+        if getattr(model, "prompt_format", "chat") == "base":
+            raise OptionError(
+                "this is the base model (Qwen2-Audio-7B): it transcribes and describes one "
+                "recording with a task prompt (`qaudio transcribe`, `qaudio run`), it does not "
+                "chat; use qwen2-audio-7b-instruct for a conversation",
+                option="--model",
+            )
         self.model = model
         self.system = system
         self.sampling = sampling or SamplingOptions()

@@ -247,6 +247,7 @@ def make_tiny_checkpoint(
     shards: int = 1,
     audio: Mapping[str, int] | None = None,
     text: Mapping[str, int] | None = None,
+    base: bool = False,
 ) -> Path:
     """Write a tiny random Qwen2-Audio checkpoint in Hugging Face layout.
 
@@ -259,6 +260,8 @@ def make_tiny_checkpoint(
         audio: Override encoder sizes (keys of :data:`AUDIO_DIMS`), e.g. the real
             ``{"d_model": 1280, "layers": 32, "heads": 20, "ffn": 5120}`` for benchmarks.
         text: Override text-model sizes (keys of :data:`TEXT_DIMS`).
+        base: Shape it like the base model (Qwen2-Audio-7B): no chat template, so that its
+            GGUF is prompted in the base format (the audio, then a task prompt).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -281,7 +284,7 @@ def make_tiny_checkpoint(
             f"shards must be between 1 and {len(weights)}, not {shards}", path=str(out)
         )
     out.mkdir(parents=True, exist_ok=True)
-    for name, obj in {**_configs(dtype, audio_dims, text_dims), **_tokenizer_files()}.items():
+    for name, obj in {**_configs(dtype, audio_dims, text_dims), **_tokenizer_files(base)}.items():
         _dump(out / name, obj)
     _write_weights(out, weights, dtype, shards)
     return out

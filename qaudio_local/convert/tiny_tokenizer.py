@@ -192,8 +192,9 @@ def _added_token(content: str) -> dict[str, object]:
     }
 
 
-def _tokenizer_files() -> dict[str, object]:
-    """Return file name -> JSON object or text for the tokenizer files."""
+def _tokenizer_files(base: bool = False) -> dict[str, object]:
+    """Return file name -> JSON object or text for the tokenizer files (``base``: as the
+    base model Qwen2-Audio-7B has them: no chat template, ``<|endoftext|>`` ends a text)."""
     vocab, merges = _tokenizer()
     specials = special_token_ids()
     byte_level = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
@@ -250,7 +251,7 @@ def _tokenizer_files() -> dict[str, object]:
         "eos_token": {k: v for k, v in _added_token("<|im_end|>").items() if k != "special"},
         "pad_token": {k: v for k, v in _added_token("<|endoftext|>").items() if k != "special"},
     }
-    return {
+    files: dict[str, object] = {
         "tokenizer.json": tokenizer_json,
         "vocab.json": vocab,
         "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n",
@@ -258,3 +259,8 @@ def _tokenizer_files() -> dict[str, object]:
         "special_tokens_map.json": special_map,
         "chat_template.json": {"chat_template": CHAT_TEMPLATE},
     }
+    if base:
+        del token_config["chat_template"], files["chat_template.json"]
+        token_config["eos_token"] = "<|endoftext|>"
+        special_map["eos_token"] = special_map["pad_token"]
+    return files

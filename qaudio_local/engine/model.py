@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
+from ..config import BASE_DEFAULT_PROMPT, DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT, SAMPLE_RATE
 from ..errors import OptionError, RuntimeBackendError
 from .batch.request import Request
 from .batch.scheduler import Scheduler
@@ -35,7 +35,7 @@ from .bindings.backend import llama_modules, log_mark, log_since, recent_errors
 from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .options import FLASH_ATTN, KV_TYPES, ModelOptions, SamplingOptions
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
-from .prompt import TOKENS_MARKER, Message, render, user
+from .prompt import TOKENS_MARKER, Message, render, render_base, user
 from .results import Chunk, EngineStats, Generation, Result, Timings, Usage, check_audio
 
 __all__ = [
@@ -268,12 +268,16 @@ class AudioModel:
     ) -> tuple[str, list[np.ndarray], list[tuple[int, ...]]]:
         self._require_open()
         if messages is None:
-            text = DEFAULT_PROMPT if prompt is None and audio else (prompt or "")
+            default = BASE_DEFAULT_PROMPT if self.prompt_format == "base" else DEFAULT_PROMPT
+            text = default if prompt is None and audio else (prompt or "")
             parts: list[str | np.ndarray] = list(audio)
             if text:
                 parts.append(text)
             messages = [user(*parts)]
-        rendered = render(messages, self._prefill.marker, system_prompt)
+        if self.prompt_format == "base":
+            rendered = render_base(messages, self._prefill.marker)
+        else:
+            rendered = render(messages, self._prefill.marker, system_prompt)
         audios = [check_audio(a, i + 1) for i, a in enumerate(rendered.audios)]
         text, runs = rendered.text, [r.ids for r in rendered.token_runs]
         if isinstance(self._prefill, MtmdPrefill) and runs:  # libmtmd tokenizes text only
@@ -357,6 +361,13 @@ class AudioModel:
             pass
         assert run.req is not None and run.req.logits is not None
         return run.req.logits
+
+    @property
+    def prompt_format(self) -> str:
+        """``"chat"`` (the Instruct model's template) or ``"base"`` (audio, then a task
+        prompt): ``ModelOptions.prompt_format``, or what the text GGUF says."""
+        chosen = self.options.prompt_format
+        return self.model_info.prompt_format if chosen == "auto" else chosen
 
     @property
     def stats(self) -> EngineStats:

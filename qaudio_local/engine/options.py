@@ -13,6 +13,7 @@ AUDIO_PATHS = ("faithful", "mtmd")
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # name -> ggml_type
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # name -> llama_flash_attn_type
 CPU_KERNELS = ("auto", "fast", "portable")
+PROMPT_FORMATS = ("auto", "chat", "base")
 MAX_PARALLEL = 64  # n_parallel + prefix_cache stays well under llama.cpp's 256 sequences
 
 
@@ -49,6 +50,10 @@ class ModelOptions:
             is encoded once (default 256; 0 turns it off).
         allow_long_context: Accept an ``n_ctx`` beyond the context the model was trained for
             (default False: that is refused, since answers get worse past it).
+        prompt_format: ``"auto"`` (default: what the text GGUF's metadata says, see
+            :func:`qaudio_local.engine.gguf.schema.prompt_format`), ``"chat"``
+            (Qwen2-Audio-7B-Instruct's chat template) or ``"base"`` (Qwen2-Audio-7B: the
+            audio, then a task prompt; one turn, no system prompt).
     """
 
     n_gpu_layers: int = 0
@@ -64,6 +69,7 @@ class ModelOptions:
     prefix_cache: int = 4
     encoder_cache_mb: float = 256.0
     allow_long_context: bool = False
+    prompt_format: str = "auto"
 
     @property
     def resolved_flash_attn(self) -> str:
@@ -79,6 +85,8 @@ class ModelOptions:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}")
         if self.cpu_kernels not in CPU_KERNELS:
             raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
         if self.audio_path not in AUDIO_PATHS:
             raise ValueError(f"audio_path must be one of {', '.join(AUDIO_PATHS)}")
         if not 16 <= self.n_ctx <= 1 << 22 or not 1 <= self.n_batch <= 1 << 16:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DEFAULT_SYSTEM_PROMPT
-from ..errors import InvalidAudioError
+from ..errors import InvalidAudioError, OptionError
 
 ROLES = ("system", "user", "assistant")
 TOKENS_MARKER = "<|qaudio:token-ids|>"  # where a TokenIds run goes in the rendered text
@@ -88,6 +88,37 @@ class RenderedPrompt:
     text: str
     audios: tuple[np.ndarray, ...]
     token_runs: tuple[TokenIds, ...] = ()
+
+
+def render_base(messages: Sequence[Message], marker: str) -> RenderedPrompt:
+    """Render one user turn in the base model's format: each audio, then the text.
+
+    Qwen2-Audio-7B (the base model) takes no chat template: its prompt is
+    ``<|audio_bos|><|AUDIO|><|audio_eos|>`` and a task prompt such as "Detect the language
+    and recognize the speech: <|en|>", as its model card and the official processor use.
+
+    Raises:
+        OptionError: More than one turn, a system or assistant turn (it is not a chat model).
+        ValueError: A text part contains the media marker.
+    """
+    if len(messages) != 1 or messages[0].role != "user":
+        raise OptionError(
+            "the base model (Qwen2-Audio-7B) is not a chat model: it takes one turn of audio "
+            "and a task prompt, without system or earlier turns; use "
+            "qwen2-audio-7b-instruct to chat",
+            option="--model",
+        )
+    out: list[str] = []
+    audios: list[np.ndarray] = []
+    for part in messages[0].parts:
+        if isinstance(part, np.ndarray):
+            audios.append(part)
+            out.append(marker)
+        elif isinstance(part, str):
+            if marker in part or TOKENS_MARKER in part:
+                raise ValueError(f"text may not contain the marker {marker!r}")
+            out.append(part)
+    return RenderedPrompt("".join(out), tuple(audios), ())
 
 
 def render(

@@ -91,6 +91,8 @@ class ModelEntry:
         name: Canonical name, e.g. ``"qwen2-audio-7b-instruct"``.
         aliases: Other accepted names, e.g. ``("qwen2-audio",)``.
         description: One line for ``qaudio list``.
+        prompt_format: ``"chat"`` (the Instruct model's chat template) or ``"base"`` (the
+            base model: the audio, then a task prompt).
         dims: Architecture numbers for planning.
         quants: Quantization levels, best (largest) last.
         projectors: Projector variants, preferred first.
@@ -102,6 +104,7 @@ class ModelEntry:
     dims: ModelDims
     quants: tuple[Quant, ...]
     projectors: tuple[Projector, ...]
+    prompt_format: str = "chat"
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,11 @@ class LoadSettings:
         """The context window to load (see :func:`context_for`)."""
         return context_for(self.sequences, self.n_ctx)
 
-    def model_options(self, *, n_gpu_layers: int, mmproj_on_gpu: bool) -> ModelOptions:
-        """The engine's options, given where the plan (or the caller) puts the layers."""
+    def model_options(
+        self, *, n_gpu_layers: int, mmproj_on_gpu: bool, prompt_format: str = "auto"
+    ) -> ModelOptions:
+        """The engine's options, given where the plan (or the caller) puts the layers and
+        the prompt format the registry names (``"auto"``: the file's metadata decides)."""
         from ..engine import ModelOptions
 
         extra = {"flash_attn": "off"} if self.deterministic else {}
@@ -104,6 +107,7 @@ class LoadSettings:
             cpu_kernels=self.cpu_kernels,
             audio_path=self.audio_path,
             allow_long_context=self.allow_long_context,
+            prompt_format=prompt_format,
             **extra,
         )
 
@@ -209,6 +213,7 @@ def load_model(
     options = settings.model_options(
         n_gpu_layers=plan.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
         mmproj_on_gpu=plan.mmproj_on_gpu if mmproj_on_gpu is None else mmproj_on_gpu,
+        prompt_format=resolved.prompt_format,
     )
     return AudioModel(resolved.model_path, resolved.mmproj_path, options)
 

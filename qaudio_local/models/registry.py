@@ -38,7 +38,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
 _TOP_KEYS = ("default", "models")
-_MODEL_KEYS = ("aliases", "description", "repo", "revision", "dims", "quants", "projectors")
+_MODEL_KEYS = (
+    "aliases", "description", "prompt", "repo", "revision", "dims", "quants", "projectors",
+)  # fmt: skip
+PROMPT_FORMATS = ("chat", "base")
 _DIM_KEYS = tuple(f.name for f in dataclasses.fields(ModelDims))
 _FILE_KEYS = ("name", "filename", "path", "size", "repo", "revision", "sha256")
 _QUANT_KEYS = (*_FILE_KEYS, "bits_per_weight")
@@ -59,6 +62,7 @@ class _Draft:
     source: str
     aliases: list[str] = field(default_factory=list)
     description: str = ""
+    prompt: str = "chat"
     repo: str | None = None  # default hub repo for its files
     revision: str = "main"
     dims: dict[str, int] = field(default_factory=dict)
@@ -195,6 +199,11 @@ class RegistryBuilder:
         description = _get(tbl, "description", str, where, required=new)
         if description is not None:
             draft.description = description
+        prompt = _get(tbl, "prompt", str, where, required=False)
+        if prompt is not None:
+            if prompt not in PROMPT_FORMATS:
+                raise where.error(f"must be one of {', '.join(PROMPT_FORMATS)}", "prompt")
+            draft.prompt = prompt
         dims = _get(tbl, "dims", dict, where, required=new)
         if dims is not None:
             draft.dims.update(_parse_dims(dims, where.sub(f"{where.table}.dims"), complete=new))
@@ -318,6 +327,7 @@ def _entry(d: _Draft) -> ModelEntry:
         name=d.name,
         aliases=tuple(d.aliases),
         description=d.description,
+        prompt_format=d.prompt,
         dims=dims,
         quants=tuple(quants),
         projectors=tuple(d.projectors.values()),

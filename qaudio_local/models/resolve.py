@@ -30,12 +30,14 @@ class ResolvedModel:
         mmproj_path: The projector GGUF.
         plan: The planner's decision (``n_gpu_layers``, ``mmproj_on_gpu``, ``n_ctx``,
             ``kv_type``, reasons and warnings).
+        prompt_format: The registry entry's: ``"chat"`` or ``"base"``.
     """
 
     spec: str
     model_path: Path
     mmproj_path: Path
     plan: Plan
+    prompt_format: str = "chat"
 
 
 def resolve_model(
@@ -89,5 +91,9 @@ def resolve_model(
     model_path = q.local_path or got[q.file]
     mmproj_path = pr.local_path or got[pr.file]
     return ResolvedModel(
-        spec=spec, model_path=Path(model_path), mmproj_path=Path(mmproj_path), plan=p
+        spec=spec,
+        model_path=Path(model_path),
+        mmproj_path=Path(mmproj_path),
+        plan=p,
+        prompt_format=entry.prompt_format,
     )

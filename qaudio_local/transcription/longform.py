@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Union
 from ..config import SAMPLE_RATE
 from ..engine.options import SamplingOptions
 from ..errors import OptionError
+from .base_prompts import base_instruction, split_language_tag
 from .journal import Journal
 
 if TYPE_CHECKING:
@@ -103,8 +104,11 @@ class TranscribeOptions:
             return self.vad
         return "energy" if self.prompt else "auto"
 
-    def instruction(self, language: str | None, previous: str = "") -> str:
-        """What the model is asked for each segment."""
+    def instruction(self, language: str | None, previous: str = "", *, base: bool = False) -> str:
+        """What the model is asked for each segment (``base``: the base model's task
+        prompt, see :mod:`.base_prompts`; it takes no hints or previous text)."""
+        if base:
+            return base_instruction(self.task, self.prompt, language)
         if self.prompt:
             text = self.prompt
         elif self.task == "translate":
@@ -240,6 +244,7 @@ class Transcription:
             segmented_by="speech" if self.vad.name == "silero" else "sound",
         )
         self._language_known = options.language is not None
+        self._base = getattr(model, "prompt_format", "chat") == "base"
 
     @property
     def declared_duration(self) -> float:
@@ -266,8 +271,8 @@ class Transcription:
             for piece in self._pieces(seg):
                 done: Segment | Generation | None = self._from_journal(piece, n)
                 if done is None:
-                    if not self._language_known:
-                        self._detect_language(piece)
+                    if not self._language_known and not self._base:
+                        self._detect_language(piece)  # the base model tags its answers
                     done = self._start(piece, previous)
                 pending.append((piece, n, done))
                 n += 1
@@ -320,7 +325,7 @@ class Transcription:
         if o.deterministic:
             self.model.clear_cache()
         gen = self.model.stream(
-            o.instruction(self.info.language, previous),
+            o.instruction(self.info.language, previous, base=self._base),
             [piece.audio],
             sampling=o.sampling,
             keep_cache=False,
@@ -334,13 +339,18 @@ class Transcription:
         else:
             res = gen.wait()
             lps = res.logprobs
+            text = res.text.strip()
+            if self._base:  # the base model starts with the language it heard: <|en|>...
+                heard, text = split_language_tag(text)
+                if heard and not self._language_known:
+                    self.info.language, self._language_known = heard, True
             segment = Segment(
                 id=n,
                 start=piece.start / SAMPLE_RATE,
                 end=piece.end / SAMPLE_RATE,
                 start_sample=piece.start,
                 end_sample=piece.end,
-                text=res.text.strip(),
+                text=text.strip(),
                 tokens=res.tokens,
                 avg_logprob=round(sum(lps) / len(lps), 4) if lps else 0.0,  # logits vary ~1e-9
                 compression_ratio=compression_ratio(res.text),

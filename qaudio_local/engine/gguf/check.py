@@ -55,7 +55,7 @@ def check_text_model(path: str | Path) -> TextModelInfo:
         f = validate_text(meta)
         return TextModelInfo(
             s.path, "qwen2", f.n_embd, f.n_layer, f.n_ctx_train, f.n_vocab, f.quantized,
-            s.header_digest, s.alignment,
+            s.header_digest, s.alignment, f.prompt_format,
         )  # fmt: skip
 
     return _checked(path, "model file", check)

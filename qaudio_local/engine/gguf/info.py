@@ -24,6 +24,8 @@ class TextModelInfo:
     Attributes:
         alignment: The file's data alignment; below :data:`MMAP_ALIGNMENT` the file is
             read into memory instead of mapped (llama.cpp aborts on a mapped one).
+        prompt_format: ``"chat"`` (the Instruct model's chat template) or ``"base"`` (the
+            base model: audio, then a task prompt), from the file's metadata.
     """
 
     path: Path
@@ -35,6 +37,7 @@ class TextModelInfo:
     quantized: bool = False
     header_digest: str = ""
     alignment: int = MMAP_ALIGNMENT
+    prompt_format: str = "chat"
 
     @property
     def mappable(self) -> bool:

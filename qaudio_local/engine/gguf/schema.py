@@ -18,6 +18,7 @@ The reading and rule-checking machinery the schema is written with is :mod:`.met
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from ...config import SPECIAL_TOKENS
 from .meta import Meta, TensorRule, check_tensors
-from .scan import FLOAT32, INT32, GGUFScan
+from .scan import FLOAT32, INT32, STRING, GGUFScan
 
 # ggml type ids
 F32, F16, BF16 = 0, 1, 30
@@ -100,6 +101,37 @@ class TextFacts:
     n_ctx_train: int
     n_vocab: int
     quantized: bool
+    prompt_format: str = "chat"
+
+
+# the base model's name as llama.cpp's converter and this project's write it (no "Instruct")
+_BASE_NAME = re.compile(r"qwen2[\s_-]*audio[\s_-]*7b", re.I)
+
+
+def prompt_format(meta: Meta) -> str:
+    """``"chat"`` (Qwen2-Audio-7B-Instruct's chat template) or ``"base"`` (Qwen2-Audio-7B:
+    the audio, then a task prompt), from the file's own metadata.
+
+    A model without ``tokenizer.chat_template`` cannot be prompted in a chat format. One
+    with a template is the base model only when its names say so: ``general.name`` (or
+    ``general.basename`` and ``general.size_label``) is Qwen2-Audio-7B and neither it nor
+    ``general.finetune`` says "Instruct" or "Chat".
+    """
+    kv = meta.scan.kv
+
+    def text(key: str) -> str:
+        entry = kv.get(key)
+        raw = entry.value if entry is not None and entry.type == STRING else b""
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+
+    if "tokenizer.chat_template" not in kv:
+        return "base"
+    names = [text("general.name"), f"{text('general.basename')} {text('general.size_label')}"]
+    if re.search(r"instruct|chat", " ".join([*names, text("general.finetune")]), re.I):
+        return "chat"
+    if any(_BASE_NAME.fullmatch(n.strip()) for n in names):
+        return "base"
+    return "chat"
 
 
 def validate_text(meta: Meta) -> TextFacts:
@@ -127,7 +159,9 @@ def validate_text(meta: Meta) -> TextFacts:
     meta.closed(("tokenizer.",), "Qwen2's BPE tokenizer")
     check_tensors(meta, _text_tensors(n_vocab=n_vocab, **h), "a Qwen2 text model")
     ctx = meta.scan.kv["qwen2.context_length"].value
-    return TextFacts(h["n_embd"], h["n_layer"], int(ctx), n_vocab, quantized(meta.scan))
+    return TextFacts(
+        h["n_embd"], h["n_layer"], int(ctx), n_vocab, quantized(meta.scan), prompt_format(meta)
+    )
 
 
 def _text_hparams(meta: Meta) -> dict[str, int]:
