@@ -177,6 +177,37 @@ def test_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
 
 
+def test_enter_ends_a_manual_turn(recording: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Enter (a line on the terminal) asks for a commit, made between two chunks."""
+    import io
+    import queue
+
+    from qaudio_local.cli.listen import _enter_commits
+
+    requests: queue.Queue[object] = queue.Queue()
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n\n"))
+    _enter_commits(requests)
+    for _ in range(2):
+        requests.get(timeout=5)
+    requests.put(None)  # Enter, pressed before the first chunk went out
+    path, _ = recording
+    with running(Peer([], manual_texts=["one", "two"])) as peer:
+        conn = RealtimeConnection.open(realtime_url(peer.url, transcription=True), "peer-key")
+        source = FileSource(path, "rec", rate=16000, speed=0)
+        config = SessionConfig(turn_detection=None)
+        live = LiveSession(conn, source, config, LiveTranscript(manual=True), commits=requests)
+        result = live.run()
+        conn.close()
+    kinds = peer.types()
+    assert kinds[1:3] == ["input_audio_buffer.append", "input_audio_buffer.commit"]
+    assert kinds.count("input_audio_buffer.commit") == 2 and result.unfinished == 0
+    segments = live.transcript.segments()
+    assert [(s.start, s.end, s.text) for s in segments] == [
+        (0.0, 0.04, "one"),
+        (0.04, result.sent_ms / 1000, "two"),
+    ]
+
+
 # --- the microphone, and Ctrl+C --------------------------------------------------------------
 
 
@@ -291,7 +322,7 @@ def test_the_local_server_serves_the_model_and_stops(tiny_gguf: tuple[Path, Path
     import httpx2 as httpx
 
     from qaudio_local.cli.listen import listen as command
-    from qaudio_local.cli.listen import local_server
+    from qaudio_local.cli.listen_server import local_server
 
     model, mmproj = tiny_gguf
     args = ["--model-file", str(model), "--mmproj-file", str(mmproj), "--n-ctx", "2048"]

@@ -4,31 +4,25 @@ recording, through the Realtime protocol of ``qaudio serve``.
 There is one path: this command is always a client of a ``/v1/realtime`` endpoint. With
 ``--server URL`` it is a remote one; without, the model is planned, pulled and loaded as
 for ``qaudio run`` and served on 127.0.0.1 (a free port, a random key) from a thread of
-this process (:func:`qaudio_local.server.run.run`), for this session only.
+this process, for this session only (:mod:`.listen_server`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import functools
 import queue
-import secrets
-import socket
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import ServerConnectionError
 from ..transcription.writers import FORMATS
+from .listen_server import local_server
 from .main import handle_errors, main
-from .options import Finite, check_model_options, load_model, model_options
+from .options import Finite, check_model_options, model_options
 
-LOCAL_PARALLEL = 2  # sequences of the local server: a turn is decoded while the next one ends
 LOCAL_ONLY = (  # model options that only mean something for the local server
     "quant",
     "model_file",
@@ -298,65 +292,6 @@ def _print_devices(devices: list[Any]) -> None:
         mark = "*" if d.default else " "
         click.echo(f"{mark} {d.index:3d}  {d.name}  ({d.channels} ch, {d.rate} Hz)")
     click.echo("* the default; pick another with --device N (or part of its name)", err=True)
-
-
-@contextlib.contextmanager
-def local_server(opts: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """``qaudio serve`` for this session: 127.0.0.1, a free port, a random key, in a thread.
-
-    Yields the API's base URL, the key and the model's id once the model is loaded;
-    stops the server (and closes the model) on the way out.
-
-    Raises:
-        QAudioError: The model could not be loaded (the loader's own error).
-        ServerConnectionError: The server could not start.
-    """
-    from ..server.run import ServerSettings, model_names, run
-
-    model_id, family = model_names(opts["model_name"], opts["model_file"])
-    key = secrets.token_urlsafe(24)
-    settings = ServerSettings(
-        port=_free_port(),
-        api_key=key,
-        model_id=model_id,
-        aliases=family,
-        parallel=LOCAL_PARALLEL,
-        log_level="warning",
-    )
-    ready, stop = threading.Event(), threading.Event()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            run(
-                settings,
-                functools.partial(load_model, opts, parallel=settings.parallel),
-                on_ready=lambda model: ready.set(),
-                stop=stop,
-            )
-        except BaseException as exc:  # uvicorn exits (SystemExit) when it cannot listen
-            failed.append(exc)
-
-    thread = threading.Thread(target=serve, name="qaudio-listen-server", daemon=True)
-    thread.start()
-    try:
-        while not ready.wait(0.1):
-            if not thread.is_alive():
-                if failed and not isinstance(failed[0], SystemExit):
-                    raise failed[0]
-                raise ServerConnectionError(
-                    f"the local server could not listen on {settings.url}", url=settings.url
-                )
-        yield settings.url, key, model_id
-    finally:
-        stop.set()
-        thread.join(timeout=15)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def session(
