@@ -61,10 +61,10 @@ def _check_srt(path: Path, truth: list[tuple[int, int]]) -> list[srt.Subtitle]:
     subs = list(srt.parse(text))
     assert list(srt.parse(srt.compose(subs))) == subs
     assert len(subs) == len(truth), text
-    for cue, (a, b) in zip(subs, truth, strict=True):
+    for cue, (a, b) in zip(subs, truth, strict=True):  # clips 1.5 s apart: no confusion
         start, end = cue.start.total_seconds(), cue.end.total_seconds()
-        assert a / SR - PREFIX_S - 0.2 <= start <= a / SR + 0.2, (cue, a / SR)
-        assert b / SR - 0.3 <= end <= b / SR + SILENCE_S + 0.3, (cue, b / SR)
+        assert a / SR - PREFIX_S - 0.7 <= start <= a / SR + 0.3, (cue, a / SR)
+        assert b / SR - 0.3 <= end <= b / SR + SILENCE_S + 0.5, (cue, b / SR)
         assert cue.content.strip()
     return subs
 
@@ -98,8 +98,9 @@ def test_a_spoken_conversation(tiny_gguf: tuple[Path, Path], recording: Any) -> 
     result = invoke("listen", "-i", path, "--speed", "0", "--chat", *_model_args(tiny_gguf),
                     "--system", "Answer in one word.")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert result.stdout.count(" you\n") == len(truth)
-    assert sum(line.startswith("> ") for line in result.stdout.splitlines()) == len(truth)
+    lines = result.stdout.splitlines()
+    assert sum(bool(re.match(r"^\[.*\] you(: .*)?$", line)) for line in lines) == len(truth)
+    assert sum(line.startswith("> ") for line in lines) == len(truth)
 
 
 def _free_port() -> int:
