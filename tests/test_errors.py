@@ -41,6 +41,9 @@ EXIT_1 = {
     "OfflineModelMissingError",
     "IntegrityError",
     "DiskFullError",
+    "ServerConnectionError",
+    "RealtimeSessionError",
+    "AudioDeviceError",
 }  # every other class: 2
 # what a client can fix is a 4xx; the rest (model files, registry, hub, disk) is a 500
 HTTP_400 = {

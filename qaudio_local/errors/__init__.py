@@ -10,7 +10,8 @@ the ``qaudio`` command's exit code, the server's HTTP status and OpenAI's error
 these up; neither keeps a table of its own. Every error pickles with its message and
 attributes, so it can cross a process boundary.
 The package imports nothing else of qaudio_local; its modules group the classes by
-where they arise (:mod:`.audio`, :mod:`.runtime`, :mod:`.hub`), all exported here.
+where they arise (:mod:`.audio`, :mod:`.runtime`, :mod:`.hub`, :mod:`.client`), all exported
+here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .audio import (
     InvalidAudioError,
 )
 from .base import QAudioError
+from .client import AudioDeviceError, RealtimeSessionError, ServerConnectionError
 from .hub import (
     CatalogError,
     DiskFullError,
@@ -51,6 +53,7 @@ from .runtime import (
 
 __all__ = [
     "AudioDecodeError",
+    "AudioDeviceError",
     "AudioError",
     "AudioFileNotFoundError",
     "AudioTooLargeError",
@@ -74,7 +77,9 @@ __all__ = [
     "OptionError",
     "PlanError",
     "QAudioError",
+    "RealtimeSessionError",
     "RemoteFileNotFoundError",
     "RuntimeBackendError",
+    "ServerConnectionError",
     "UnknownModelError",
 ]

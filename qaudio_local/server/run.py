@@ -105,8 +105,12 @@ def run(
     *,
     on_loading: Callable[[str], None] | None = None,
     on_ready: Callable[[AudioModel], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Serve until stopped: listen now, load the model with ``load()`` in a thread.
+
+    Stopped by Ctrl+C or SIGTERM when :func:`run` runs on the main thread, or by ``stop``
+    (a program that serves from a thread of its own, like ``qaudio listen``).
 
     Args:
         settings: Address, key, limits and names.
@@ -114,6 +118,7 @@ def run(
             background thread while ``/health`` says "loading".
         on_loading: Called with the model id before loading starts.
         on_ready: Called once the model is loaded and the server listens.
+        stop: Set it to stop the server (as Ctrl+C would).
 
     Raises:
         DependencyMissingError: The server extra is not installed.
@@ -177,6 +182,8 @@ def run(
     if on_loading is not None:
         on_loading(model_id)
     threading.Thread(target=background, name="qaudio-load", daemon=True).start()
+    if stop is not None:
+        threading.Thread(target=_stop_when, args=(stop, server), daemon=True).start()
     try:
         with _sigterm_stops():
             server.run()
@@ -187,6 +194,11 @@ def run(
             model.close()
     if failed:
         raise failed[0]
+
+
+def _stop_when(stop: threading.Event, server: Any) -> None:
+    stop.wait()
+    server.should_exit = True  # uvicorn looks at it every 0.1 s
 
 
 def h11_protocol() -> type:
