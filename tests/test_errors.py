@@ -55,6 +55,7 @@ HTTP_400 = {
     "ContextFullError",
     "ConversationFileError",
     "OptionError",
+    "LiveEventError",
 }
 HTTP_404 = {"UnknownModelError"}
 
