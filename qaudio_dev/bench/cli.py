@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         block = render_report(json.loads(args.render.read_text()))
         print(block, end="")
-        if readme_target(args) is not None:
-            write_readme(readme_target(args), block)
+        target = readme_target(args)
+        if target is not None:
+            write_readme(target, block)
         return
 
     def log(msg: str) -> None:
