@@ -451,14 +451,17 @@ class LiveSession:
         assert responder is not None
         before = responder.held
         self._running = resp.running
+        done = None
         try:
             if not self._closed:
-                responder.respond(resp)
+                done = responder.respond(resp)
             if resp.running.stopped:
                 self.stopped += 1
         finally:
             self._running = None
             self._release(before - responder.held)
-            with self._lock:
+            with self._lock:  # no longer active once the client hears it is done
                 if self._response is resp:
                     self._response = None
+        if done is not None:
+            self._emit(done)

@@ -222,8 +222,10 @@ class Responder:
             conv.add(text, clips)
         return bool(conv.turns) and conv.turns[-1].role == "user"
 
-    def respond(self, resp: Response) -> None:
-        """Answer the user's turn(s), streaming the text."""
+    def respond(self, resp: Response) -> ResponseDone | None:
+        """Answer the user's turn(s), streaming the text; the closing event (for the
+        caller to send once it has marked the response done), or ``None`` when there was
+        nothing to answer (an error was sent)."""
         if not self._question():
             self.emit(
                 SessionError(
@@ -231,7 +233,7 @@ class Responder:
                     "there is nothing to answer: commit a user turn (or add a text item) first",
                 )
             )
-            return
+            return None
         self.emit(ResponseCreated(resp.response_id, resp.item_id))
         limit = resp.max_tokens or self.max_tokens or self.model.n_ctx
         self.conv.sampling = replace(self.conv.sampling, max_tokens=limit)
@@ -244,15 +246,11 @@ class Responder:
                     texts.append(chunk.text)
                     self.emit(ResponseDelta(resp.response_id, resp.item_id, chunk.text))
         except Exception as exc:
-            self.emit(
-                ResponseDone(
-                    resp.response_id, resp.item_id, "".join(texts), "failed", error=str(exc)
-                )
-            )
-            return
+            text = "".join(texts)
+            return ResponseDone(resp.response_id, resp.item_id, text, "failed", error=str(exc))
         finally:
             resp.running.set(None)
-        self.emit(self._done(resp, gen, "".join(texts)))
+        return self._done(resp, gen, "".join(texts))
 
     def _done(self, resp: Response, gen: Generation, text: str) -> ResponseDone:
         r = gen.result

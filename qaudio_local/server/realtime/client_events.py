@@ -48,6 +48,12 @@ def handle(
         event = _parse(message, max_bytes)
         if isinstance(event.get("event_id"), str):
             client_id = event["event_id"]
+        if not isinstance(event.get("type"), str):
+            raise LiveEventError(
+                "the event has no 'type' (a string such as 'input_audio_buffer.append')",
+                code="invalid_event",
+                param="type",
+            )
         return _dispatch(event, session, view, client_id)
     except LiveEventError as exc:
         return [error_event(str(exc), exc.code, param=exc.param, client_event_id=client_id)]
@@ -72,13 +78,6 @@ def _parse(message: str | bytes, max_bytes: int) -> dict[str, Any]:
         raise LiveEventError(f"the message is not JSON: {exc}", code="invalid_json") from exc
     if not isinstance(event, dict):
         raise LiveEventError("an event must be a JSON object", code="invalid_event")
-    kind = event.get("type")
-    if not isinstance(kind, str):
-        raise LiveEventError(
-            "the event has no 'type' (a string such as 'input_audio_buffer.append')",
-            code="invalid_event",
-            param="type",
-        )
     return event
 
 
