@@ -62,7 +62,7 @@ class TurnDetection:
 
         return VadOptions(
             threshold=self.threshold,
-            neg_threshold=min(self.threshold, max(self.threshold - 0.15, 0.01)),
+            neg_threshold=min(self.threshold, max(round(self.threshold - 0.15, 6), 0.01)),
             pad_s=self.prefix_padding_ms / 1000,
             min_silence_s=self.silence_duration_ms / 1000,
         )
