@@ -202,3 +202,24 @@ def test_close_stops_the_generation_within_a_step(tiny_model: AudioModel, mode: 
     if mode == "transcription":  # its cells are free again (not kept: a one-off prompt)
         assert after.cells_used == before.cells_used
     assert out.q.empty()  # nothing after close
+
+
+def test_a_closed_session_is_freed_at_once(tiny_model: AudioModel) -> None:
+    """Nothing refers back to a session: once closed and dropped it is gone, with its
+    detector and audio, without waiting for a full garbage collection (RSS stays flat
+    over hundreds of sessions)."""
+    import gc
+    import weakref
+
+    out = Collect()
+    session = LiveSession(tiny_model, LiveConfig(rate=SR), out)
+    session.append(_pcm(np.zeros(SR, np.float32)))
+    session.close()
+    assert session.join()
+    ref = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert ref() is None
+    finally:
+        gc.enable()

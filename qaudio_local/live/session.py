@@ -50,6 +50,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
+class Outbox:
+    """Where the session's events go, until it is closed. The session's parts hold this,
+    not the session, so that nothing refers back to it: a closed session is freed at
+    once (its detector and audio with it), not at the next full garbage collection."""
+
+    def __init__(self, emit: Callable[[LiveEvent], None]) -> None:
+        self._emit, self.closed = emit, False
+
+    def __call__(self, event: LiveEvent) -> None:
+        if not self.closed:
+            self._emit(event)
+
+
 class LiveSession:
     """One live session over ``model`` (see the module docstring).
 
@@ -83,7 +96,7 @@ class LiveSession:
                 option="deterministic",
             )
         self.model, self.config, self.limits = model, config, limits or LiveLimits()
-        self._emit_to = emit
+        self._emit = Outbox(emit)
         self._lock = threading.Lock()
         self._closed = False
         self._queued = 0  # 16 kHz samples in the inbox
@@ -188,7 +201,7 @@ class LiveSession:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = self._emit.closed = True
             running, turn, resp = self._running, self._turn, self._response
         for r in (running, turn.running if turn else None, resp.running if resp else None):
             if r is not None:
@@ -208,10 +221,6 @@ class LiveSession:
         return (self._queued + self._waiting + self._turns.held) / SAMPLE_RATE
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    def _emit(self, event: LiveEvent) -> None:
-        if not self._closed:
-            self._emit_to(event)
 
     def _error(
         self, code: str, message: str, event_id: str | None, param: str | None = None
@@ -245,6 +254,7 @@ class LiveSession:
         while True:
             cmd = self._inbox.get()
             if cmd[0] == "stop":
+                self._turns.close()  # the detector and the audio held, now
                 return
             with self._lock:
                 self._pending -= 1
@@ -263,6 +273,8 @@ class LiveSession:
             job = self._jobs.get()
             kind = job[0]
             if kind == "stop":
+                if self._responder is not None:
+                    self._responder.conv.clear()  # the conversation's audio, now
                 return
             try:
                 self._work(kind, *job[1:])

@@ -156,6 +156,11 @@ class Turns:
             self._segmenter.finish_events()
         self._buffer, self.held = [], 0
 
+    def close(self) -> None:
+        """Let go of the detector and the audio (the session has ended)."""
+        self._segmenter, self.detection = None, None
+        self._buffer, self.held = [], 0
+
     def reconfigure(self, detection: TurnDetection | None) -> list[SegmentEvent]:
         """Use other settings from now on. The open turn ends first, as by :meth:`commit`
         (server VAD); audio waiting for a commit goes to the new detector (manual)."""

@@ -35,6 +35,7 @@ from .server_events import error_event, render, session_event
 from .session_config import SessionView
 
 logger = logging.getLogger("qaudio_local.server")
+sessions_log = logging.getLogger("qaudio_local.server.access")  # one line a session, as requests
 CREDENTIALS = (KEY_SUBPROTOCOL, "openai-organization.", "openai-project.")
 _END = object()
 
@@ -135,7 +136,7 @@ async def _serve(ws: WebSocket, state: ServerState) -> None:
         with contextlib.suppress(BaseException):
             await sender
         await asyncio.to_thread(session.join, 10)
-        logger.info(
+        sessions_log.info(
             "realtime %s %s ended (%s) after %.1f s: %d turns, %d responses (%d stopped)",
             mode,
             view.data["id"],
@@ -188,7 +189,16 @@ async def _receive(
             data = received.get("text")
             if data is None:
                 data = received.get("bytes") or b""
-            for answer in handle(data, session, view, limits.max_event_bytes):
+            try:
+                answers = handle(data, session, view, limits.max_event_bytes)
+            except Exception as exc:  # a bug: said, logged, and the session goes on
+                logger.exception("realtime: an event could not be handled")
+                answers = [
+                    error_event(
+                        f"internal error ({type(exc).__name__})", None, type_="server_error"
+                    )
+                ]
+            for answer in answers:
                 put(answer)
     finally:
         jam.cancel()
