@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -370,6 +374,28 @@ def test_eight_sessions_give_the_same_texts_as_one(par: Server, tmp_path: Path) 
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(texts, range(1, 9)))
     assert together == [alone] * 8
+
+
+def test_the_readmes_live_voice_snippet_runs(det: Server, tmp_path: Path) -> None:
+    """README.md's Live voice example, as written: only the port and the key file differ."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n### Live voice\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert "http://127.0.0.1:8000/v1" in code
+    code = code.replace("http://127.0.0.1:8000/v1", f"{det.url}/v1")
+    (tmp_path / ".qaudio-key").write_text(KEY + "\n")
+    sf.write(tmp_path / "talk-24k.wav", np.frombuffer(pcm16(clip("a")), "<i2"), 24_000)
+    env = dict(os.environ, HOME=str(tmp_path))
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"\n\[item_\w+\] \S", run.stdout), run.stdout
 
 
 def _refusal(url: str, **kw: Any) -> tuple[int, dict[str, Any]]:
