@@ -58,6 +58,7 @@ HTTP_400 = {
     "ContextFullError",
     "ConversationFileError",
     "OptionError",
+    "LiveEventError",
 }
 HTTP_404 = {"UnknownModelError"}
 

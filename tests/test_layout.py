@@ -26,8 +26,9 @@ LAYERS = {
     "selftest": 4,
     "transcription": 4,
     "chat": 4,
-    "server": 5,
-    "cli": 6,
+    "live": 5,
+    "server": 6,
+    "cli": 7,
 }
 ROOT_MODULES = {"errors", "config", "paths"}  # import nothing else of the package
 EXEMPT = {"", "__main__"}  # the public API's lazy table and `python -m`, above everything
@@ -301,7 +302,7 @@ def test_the_guard_fails_on_bad_imports(tmp_path: Path) -> None:
     assert (
         "audio.decode -> engine.model: audio (layer 1) may not import engine (layer 2)" in problems
     )
-    assert "engine.model -> cli.main: engine (layer 2) may not import cli (layer 6)" in problems
+    assert "engine.model -> cli.main: engine (layer 2) may not import cli (layer 7)" in problems
     assert "models.hardware -> engine.model: models uses engine's public names only" in problems
     assert "convert -> models.hardware: convert (layer 3) may not import models (layer 3)" in (
         problems
@@ -350,7 +351,7 @@ def test_the_guard_sees_children_started_by_module_name(tmp_path: Path) -> None:
     problems = layer_violations(pkg)
     assert problems == [
         "audio.decode -> engine.probe: audio (layer 1) may not run (python -m) engine (layer 2)",
-        "engine.probe -> cli.main: engine (layer 2) may not run (python -m) cli (layer 6)",
+        "engine.probe -> cli.main: engine (layer 2) may not run (python -m) cli (layer 7)",
     ]
     assert import_cycles(pkg) == []  # a child process is not an import: no cycle through it
 

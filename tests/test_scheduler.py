@@ -180,6 +180,23 @@ def test_the_second_turn_feeds_only_what_is_new(exact: AudioModel) -> None:
     assert cold.tokens == second.tokens and cold.usage.cached_tokens == 0
 
 
+def test_a_cold_request_starts_alone_from_an_empty_cache(tiny_gguf: Pair) -> None:
+    """cold=True: nothing reused, no batch shared: the tokens of a fresh model's first run."""
+    clip = tone(1.2, 330)
+    opts = ModelOptions(n_ctx=2048, n_threads=2, kv_type="f32", n_parallel=2)
+    with AudioModel(*tiny_gguf, opts) as model:
+        first = model.generate("What is it?", [clip], sampling=GREEDY)
+        with model._scheduler.held():  # both queued before either starts
+            long = model.stream("Count.", sampling=SamplingOptions(max_tokens=150)).start()
+            gen = model.stream("What is it?", [clip], sampling=GREEDY, cold=True).start()
+        cold = gen.wait()
+        assert long.wait().usage.completion_tokens > 0
+        assert cold.usage.cached_tokens == 0 and cold.tokens == first.tokens
+        assert model.stats.max_batch_sequences == 1  # it waited for the long answer to end
+        warm = model.generate("What is it?", [clip], sampling=GREEDY)
+        assert warm.usage.cached_tokens > 0  # an ordinary request still reuses
+
+
 def test_the_same_clip_is_encoded_once(tiny_gguf: Pair) -> None:
     with AudioModel(*tiny_gguf, ModelOptions(n_ctx=2048, n_threads=2, prefix_cache=0)) as model:
         clip = tone(3.0, 400)

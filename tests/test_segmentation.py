@@ -198,3 +198,32 @@ def test_a_prompt_about_sounds_gets_every_sound_and_speech_alone_says_what_it_fo
     assert "0 segment(s) of speech found by silero" in err
     notes = [ln for ln in err.splitlines() if ln.startswith("note: ")]
     assert len(notes) == 1 and "no speech was found" in notes[0] and "--prompt" in notes[0]
+
+
+def test_events_say_where_speech_starts_in_order() -> None:
+    """feed_events: each stretch opens with a SpeechStart at its segment's first sample;
+    a cut piece is not final and the piece after it starts where it ends; a burst too
+    short to be speech is dropped (and said to be); the segments are those of feed()."""
+    from qaudio_local.audio.vad import SpeechDropped, SpeechStart, VadOptions
+
+    long = Recording([("pause", 1.0), *[("say", "long")] * 3, ("pause", 3.0), ("say", "a")])
+    plain = Recording([("pause", 1.0), ("say", "a"), ("pause", 3.0)])
+    burst = np.zeros(2 * SR, np.float32)
+    burst[SR : SR + SR // 10] = plain.audio[plain.spans[0][0] : plain.spans[0][0] + SR // 10]
+    for rec, blocks in ((long.audio, SR // 50), (burst, 480)):
+        seg = Segmenter(make_vad("silero"), VadOptions(min_speech_s=0.25))
+        events = []
+        for i in range(0, len(rec), blocks):
+            events += seg.feed_events(rec[i : i + blocks])
+        events += seg.finish_events()
+        if rec is burst:
+            assert [type(e) for e in events] == [SpeechStart, SpeechDropped]
+            assert events[0].start == events[1].start < events[1].end
+            continue
+        kinds = ["start" if isinstance(e, SpeechStart) else e.final for e in events]
+        assert kinds == ["start", False, True, "start", True], kinds
+        pieces = [e for e in events if isinstance(e, SpeechSegment)]
+        assert events[0].start == pieces[0].start and events[3].start == pieces[2].start
+        assert pieces[0].end == pieces[1].start  # cut, not dropped: nothing is lost
+        whole = Segmenter(make_vad("silero")).feed(rec)  # all at once: the same cuts
+        assert [(p.start, p.end) for p in whole] == [(p.start, p.end) for p in pieces[:2]]

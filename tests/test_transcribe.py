@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -150,6 +151,23 @@ def test_silence_gives_no_segment(model: AudioModel, tmp_path: Path) -> None:
     make_recording(path, [("sil", 45)])
     tr = transcribe(model, path, TranscribeOptions(language="english"))
     assert list(tr) == [] and tr.info.duration == pytest.approx(45.0)
+
+
+def test_each_segment_stands_alone_unless_conditioned(tiny_gguf: Pair, tmp_path: Path) -> None:
+    """Without condition_on_previous_text a segment's prompt is its instruction and its
+    audio only: its text is that audio's, alone (what a live session's turn gets too)."""
+    path = tmp_path / "two.wav"
+    make_recording(path, [("sil", 1), ("say", "a"), ("sil", 3), ("say", "b"), ("sil", 2.5)])
+    with AudioModel(*tiny_gguf, ModelOptions(n_ctx=2048, n_threads=2, flash_attn="off")) as m:
+        o = TranscribeOptions(language="english", deterministic=True)
+        segs = list(transcribe(m, path, o))
+        assert len(segs) == 2
+        audio = read_range(path, segs[1].start_sample, segs[1].end_sample)
+        alone = m.generate(o.instruction("english"), [audio], sampling=o.sampling, cold=True)
+        assert segs[1].tokens == alone.tokens
+        conditioned = list(transcribe(m, path, replace(o, condition_on_previous_text=True)))
+        assert conditioned[0].tokens == segs[0].tokens
+        assert conditioned[1].prompt_tokens > segs[1].prompt_tokens  # the text before it
 
 
 def _cli(*args: str | Path, **kw: object) -> subprocess.Popen[str]:

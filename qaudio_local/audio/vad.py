@@ -12,6 +12,8 @@ stretch longer than ``max_segment_s`` (the encoder's 30 s) is cut in a pause cho
 whole window (the longest kind of pause there, the latest of those), never inside sound
 while any pause is there; only a window without one is cut at its quietest frame. Silences between
 stretches are never sent to the model. Every segment's bounds are exact sample indices.
+:meth:`Segmenter.feed_events` also says, in order, where speech starts and which short
+bursts were dropped (what a live session shows as they happen).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import numpy as np
 
@@ -147,16 +149,38 @@ class SpeechSegment:
         end: One past the last sample.
         audio: The samples ``start:end``.
         speech_prob: Mean speech probability of its frames.
+        final: True when the stretch of speech ends with it; False for a piece cut from a
+            stretch longer than ``max_segment_s`` that goes on from ``end``.
     """
 
     start: int
     end: int
     audio: np.ndarray
     speech_prob: float
+    final: bool = True
 
     @property
     def seconds(self) -> tuple[float, float]:
         return self.start / SAMPLE_RATE, self.end / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    """Speech began: the segment that follows starts at sample ``start`` (padding included)."""
+
+    start: int
+
+
+@dataclass(frozen=True)
+class SpeechDropped:
+    """The stretch that began at ``start`` ended at ``end`` with less than ``min_speech_s``
+    of speech in it: no segment is made of it."""
+
+    start: int
+    end: int
+
+
+SegmentEvent = Union[SpeechStart, SpeechSegment, SpeechDropped]  # noqa: UP007 (run-time alias)
 
 
 class Segmenter:
@@ -186,12 +210,22 @@ class Segmenter:
         self._emitted = 0  # end sample of the last segment (segments never overlap)
         self.total = 0  # samples seen
         self.speech_samples = 0
+        self._events: list[SegmentEvent] = []
+
+    @property
+    def speaking(self) -> bool:
+        """Whether a stretch of speech is open (a :class:`SpeechStart` without its end)."""
+        return self._speaking
 
     def feed(self, block: np.ndarray) -> list[SpeechSegment]:
         """Take the next samples; return the segments that are now complete."""
+        return [e for e in self.feed_events(block) if isinstance(e, SpeechSegment)]
+
+    def feed_events(self, block: np.ndarray) -> list[SegmentEvent]:
+        """Like :meth:`feed`, with the starts of speech and the dropped bursts in between,
+        in the order they happened."""
         self._audio = np.concatenate([self._audio, np.asarray(block, np.float32)])
         self.total += len(block)
-        out: list[SpeechSegment] = []
         n = (self._base + len(self._audio)) // FRAME - self._frame
         if n > 0:
             lo = self._frame * FRAME - self._base
@@ -200,38 +234,45 @@ class Segmenter:
             for p, level in zip(probs, levels, strict=True):
                 self._probs.append(float(p))
                 self._levels.append(float(level))
-                out += self._decide(float(p))
+                self._decide(float(p))
                 self._frame += 1
         self._trim()
+        out, self._events = self._events, []
         return out
 
     def finish(self) -> list[SpeechSegment]:
         """The end of the recording: close what is open."""
-        if not self._speaking:
-            return []
-        self._speaking = False
-        end = min((self._last_voiced + 1) * FRAME + self._pad, self.total)
-        return self._emit(self._seg_start, end, self._start)
+        return [e for e in self.finish_events() if isinstance(e, SpeechSegment)]
 
-    def _decide(self, p: float) -> list[SpeechSegment]:
+    def finish_events(self) -> list[SegmentEvent]:
+        """Close the open stretch now (its segment, or its drop); feeding may go on after
+        (a live session's commit), each later segment starting after this one's end."""
+        if self._speaking:
+            self._speaking = False
+            end = min((self._last_voiced + 1) * FRAME + self._pad, self.total)
+            self._emit(self._seg_start, end, self._start)
+            self._trim()
+        out, self._events = self._events, []
+        return out
+
+    def _decide(self, p: float) -> None:
         f, o = self._frame, self.o
         if not self._speaking:
             if p >= o.threshold:
                 self._speaking, self._start, self._last_voiced = True, f, f
                 self._seg_start = max(f * FRAME - self._pad, self._emitted)
-            return []
+                self._events.append(SpeechStart(self._seg_start))
+            return
         if p >= o.neg_threshold:
             self._last_voiced = f
         if f - self._last_voiced >= self._min_silence:  # the stretch has ended
             self._speaking = False
             end = (self._last_voiced + 1) * FRAME + self._pad
-            return self._emit(self._seg_start, end, self._start)
-        if (f + 1) * FRAME + self._pad - self._seg_start >= self._max:  # too long: cut it
+            self._emit(self._seg_start, end, self._start)
+        elif (f + 1) * FRAME + self._pad - self._seg_start >= self._max:  # too long: cut it
             cut = self._quietest(self._seg_start + self._min_cut, (f + 1) * FRAME)
-            out = self._emit(self._seg_start, cut, self._start, need_speech=False)
+            self._emit(self._seg_start, cut, self._start, need_speech=False, final=False)
             self._seg_start, self._start = cut, cut // FRAME
-            return out
-        return []
 
     def _quietest(self, lo: int, hi: int) -> int:
         """Where to cut in ``[lo, hi)``: in the middle of a pause, chosen over the whole
@@ -261,12 +302,13 @@ class Segmenter:
         return (best + self._probs_base) * FRAME
 
     def _emit(
-        self, start: int, end: int, first: int, need_speech: bool = True
-    ) -> list[SpeechSegment]:
+        self, start: int, end: int, first: int, need_speech: bool = True, final: bool = True
+    ) -> None:
         end = min(end, self.total)
         voiced = self._last_voiced + 1 - first
         if need_speech and voiced < self._min_speech and end - start < self._max:
-            return []
+            self._events.append(SpeechDropped(start, end))
+            return
         a, b = start - self._base, end - self._base
         f0, f1 = (
             start // FRAME - self._probs_base,
@@ -274,11 +316,11 @@ class Segmenter:
         )
         probs = self._probs[max(f0, 0) : max(f1, 0)]
         seg = SpeechSegment(
-            start, end, self._audio[a:b].copy(), float(np.mean(probs)) if probs else 0.0
+            start, end, self._audio[a:b].copy(), float(np.mean(probs)) if probs else 0.0, final
         )
         self._emitted = end
         self.speech_samples += end - start
-        return [seg]
+        self._events.append(seg)
 
     def _trim(self) -> None:
         """Drop audio and decisions no segment can need any more."""

@@ -65,6 +65,33 @@ def _is_loopback(host: str) -> bool:
     help="Fetch audio_url parts from http(s) URLs (off: only data: URIs and input_audio).",
 )
 @click.option(
+    "--max-sessions",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Live voice sessions (GET /v1/realtime, WebSocket) at once; more are refused (429).",
+)
+@click.option(
+    "--max-session-seconds",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(1, 7 * 86400),
+    help="A live session is closed after this long.",
+)
+@click.option(
+    "--session-idle-seconds",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    help="A live session that sends nothing for this long is closed.",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="One sequence, flash attention off, each live transcription turn alone from an "
+    "empty cache: turn texts equal `qaudio transcribe --deterministic` (implies --parallel 1).",
+)
+@click.option(
     "--alias",
     "aliases",
     multiple=True,
@@ -90,7 +117,9 @@ def serve(ctx: click.Context, **opts: Any) -> None:
 
     Endpoints: POST /v1/chat/completions (text and input_audio parts, streaming, usage),
     POST /v1/audio/transcriptions and /v1/audio/translations (json, text, srt, vtt,
-    verbose_json; streaming), GET /v1/models, GET /health (503 while the model loads).
+    verbose_json; streaming), GET /v1/realtime (live voice over a WebSocket, OpenAI's
+    Realtime protocol: ?intent=transcription for live captions, else a spoken
+    conversation), GET /v1/models, GET /health (503 while the model loads).
     The model is planned, pulled once and loaded as for `qaudio run`; the server listens
     at once and says "serving ..." when the model is ready. If the model cannot be
     loaded, the server stops with the error (exit code 1 or 2); Ctrl+C or SIGTERM stops
@@ -104,6 +133,7 @@ def serve(ctx: click.Context, **opts: Any) -> None:
     """
     import functools
 
+    from ..live.options import LiveLimits
     from ..server.run import ServerSettings, model_names, run
 
     check_model_options(opts)
@@ -125,10 +155,16 @@ def serve(ctx: click.Context, **opts: Any) -> None:
         api_key=key,
         model_id=model_id,
         aliases=(*opts["aliases"], *family),
-        parallel=opts["parallel"],
+        parallel=1 if opts["deterministic"] else opts["parallel"],
         max_queue=opts["max_queue"],
         max_body=opts["max_body_mb"] * 2**20,
         allow_remote_audio=opts["allow_remote_audio"],
+        max_sessions=opts["max_sessions"],
+        live=LiveLimits(
+            max_session_seconds=opts["max_session_seconds"],
+            idle_seconds=opts["session_idle_seconds"],
+        ),
+        deterministic=opts["deterministic"],
         log_level=opts["log_level"].lower(),
     )
     _log_to_stderr(settings.log_level, quiet=opts["quiet"], tracebacks=debug_requested(ctx))
@@ -142,7 +178,9 @@ def serve(ctx: click.Context, **opts: Any) -> None:
 
     run(
         settings,
-        functools.partial(load_model, opts, parallel=settings.parallel),
+        functools.partial(
+            load_model, opts, parallel=settings.parallel, deterministic=settings.deterministic
+        ),
         on_loading=lambda name: click.echo(f"loading {name} ...", err=True),
         on_ready=ready,
     )

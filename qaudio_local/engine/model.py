@@ -315,6 +315,7 @@ class AudioModel:
         sampling: SamplingOptions | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         keep_cache: bool = True,
+        cold: bool = False,
     ) -> Generation:
         """Start a generation and stream its tokens (safe to call from many threads).
 
@@ -325,7 +326,10 @@ class AudioModel:
         ``Generation.cancel()`` stops it within one step. ``keep_cache=False`` frees the
         sequence's cells when it ends, and keeps no encoding of its audio, instead of
         keeping them for a later prompt (for one-off prompts such as long-form segments,
-        so that they do not push out others).
+        so that they do not push out others). ``cold=True`` starts it from an empty cache
+        once no other sequence runs (cached prefixes are dropped first): on a model of one
+        sequence with flash attention off, its tokens are then exactly those of the first
+        request of a freshly loaded model, whatever ran before or waits behind it.
 
         Raises:
             ContextOverflowError: The prompt does not fit the context (on first iteration).
@@ -333,7 +337,9 @@ class AudioModel:
             RuntimeBackendError: llama.cpp failed, or the model was closed.
         """
         text, audios, runs = self._rendered(prompt, audio, messages, system_prompt)
-        run = _Run(self, text, audios, runs, sampling or SamplingOptions(), keep=keep_cache)
+        run = _Run(
+            self, text, audios, runs, sampling or SamplingOptions(), keep=keep_cache, cold=cold
+        )
         return Generation(run, cancel=run.cancel, start=run.start)
 
     def generate(
@@ -398,9 +404,10 @@ class _Run:
         sampling: SamplingOptions,
         logits_only: bool = False,
         keep: bool = True,
+        cold: bool = False,
     ) -> None:
         self.model, self.text, self.audios, self.runs = model, text, audios, runs
-        self.keep = keep
+        self.keep, self.cold = keep, cold
         self.sampling, self.logits_only = sampling, logits_only
         self.req: Request | None = None
         self.cancelled = False
@@ -425,6 +432,7 @@ class _Run:
             audio_seconds=seconds,
             logits_only=self.logits_only,
             keep=self.keep,
+            cold=self.cold,
         )
         if not self.cancelled:
             sched.submit(self.req)

@@ -10,8 +10,8 @@ the ``qaudio`` command's exit code, the server's HTTP status and OpenAI's error
 these up; neither keeps a table of its own. Every error pickles with its message and
 attributes, so it can cross a process boundary.
 The package imports nothing else of qaudio_local; its modules group the classes by
-where they arise (:mod:`.audio`, :mod:`.runtime`, :mod:`.hub`, :mod:`.client`), all exported
-here.
+where they arise (:mod:`.audio`, :mod:`.runtime`, :mod:`.hub`, :mod:`.client`,
+:mod:`.live`), all exported here.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .hub import (
     RemoteFileNotFoundError,
     UnknownModelError,
 )
+from .live import LiveEventError
 from .runtime import (
     CheckpointNotFoundError,
     ContextFullError,
@@ -71,6 +72,7 @@ __all__ = [
     "HubUnreachableError",
     "IntegrityError",
     "InvalidAudioError",
+    "LiveEventError",
     "ModelFileError",
     "ModelFileNotFoundError",
     "OfflineModelMissingError",

@@ -4,8 +4,10 @@ A small ASGI middleware rather than uvicorn's own access log, which has no durat
 prints the full request target with its query string (where some clients put a key) and
 the client's address. This one logs the method, the path without the query, the status
 and the seconds until the response was sent in full (a stream: until its last event);
-never a header, a key or a body. The lines go to the ``qaudio_local.server.access`` logger
-at INFO; the library configures no handler (``qaudio serve`` writes them on stderr).
+never a header, a key or a body. A WebSocket (a live session) is logged when it ends, as
+``GET /v1/realtime 101 63.500s`` (its refusal with the status it was answered). The lines
+go to the ``qaudio_local.server.access`` logger at INFO; the library configures no handler
+(``qaudio serve`` writes them on stderr).
 """
 
 from __future__ import annotations
@@ -34,14 +36,16 @@ class AccessLog:
     """Log each HTTP request once its response is done (see the module's docstring).
 
     The status is the one sent; 500 when the app failed before answering, ``-`` when the
-    client went away before any answer.
+    client went away before any answer; 101 for an accepted WebSocket, 403 for one closed
+    before it was accepted.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not logger.isEnabledFor(logging.INFO):
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or not logger.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
@@ -49,8 +53,12 @@ class AccessLog:
 
         async def watched(msg: Message) -> None:
             nonlocal status
-            if msg["type"] == "http.response.start":
+            if msg["type"] in ("http.response.start", "websocket.http.response.start"):
                 status = int(msg["status"])
+            elif msg["type"] == "websocket.accept":
+                status = 101
+            elif msg["type"] == "websocket.close" and status == "-":
+                status = 403  # what the server answers a close before the accept
             await send(msg)
 
         try:
@@ -61,6 +69,5 @@ class AccessLog:
             raise
         finally:
             secs = time.perf_counter() - t0
-            logger.info(
-                "%s %s %s %.3fs", scope.get("method", "?"), printable_path(scope), status, secs
-            )
+            method = scope.get("method", "GET" if kind == "websocket" else "?")
+            logger.info("%s %s %s %.3fs", method, printable_path(scope), status, secs)

@@ -1,4 +1,5 @@
-"""The ASGI app: OpenAI's chat completions (with audio), transcriptions and translations.
+"""The ASGI app: OpenAI's chat completions (with audio), transcriptions and translations,
+and live voice sessions (``GET /v1/realtime``, a WebSocket: :mod:`.realtime`).
 
 Requests are served by the engine's parallel sequences; beyond ``parallel + max_queue``
 requests in flight a request is answered 429 with ``Retry-After``. Generation runs in a
@@ -101,8 +102,10 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         return JSONResponse(_model_card(state, model))
 
     from .chat import chat_completions
+    from .realtime import realtime
     from .transcriptions import audio_endpoint
 
+    app.websocket("/v1/realtime")(realtime)
     app.post("/v1/chat/completions")(chat_completions(state))
     app.post("/v1/audio/transcriptions")(audio_endpoint(state, "transcribe"))
     app.post("/v1/audio/translations")(audio_endpoint(state, "translate"))

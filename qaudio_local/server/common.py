@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..live.options import LiveLimits
 from .inputs import AnswerMemory, InputError
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ class ServerState:
         max_body: Bytes a request body may have.
         allow_remote_audio: Fetch ``audio_url`` parts from http(s).
         load_error: Why loading failed, if it did.
+        max_sessions: Live (WebSocket) sessions at once; more upgrades are refused.
+        live: What one live session may hold and how long it may last.
+        deterministic: Live transcription runs each turn alone from an empty cache (the
+            model is loaded with one sequence and flash attention off).
+        sessions: Live sessions open now.
     """
 
     model_id: str
@@ -46,6 +52,10 @@ class ServerState:
     max_body: int = 100 * 2**20
     allow_remote_audio: bool = False
     load_error: str | None = None
+    max_sessions: int = 8
+    live: LiveLimits = field(default_factory=LiveLimits)
+    deterministic: bool = False
+    sessions: int = 0
     memory: AnswerMemory = field(default_factory=AnswerMemory)
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)

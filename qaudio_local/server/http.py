@@ -3,7 +3,10 @@
 Both checks are plain ASGI middleware, so they run before a body is read or parsed: a
 body over the limit is answered 413 as soon as its declared length (or, for a chunked
 upload, its running size) passes the limit, and a request without the right key never
-reaches a route.
+reaches a route. A WebSocket upgrade is checked for the key too, before it is accepted:
+in the ``Authorization`` header, or, as browsers must send it, as the subprotocol
+``openai-insecure-api-key.<key>``; a refused upgrade is answered with an HTTP status and
+OpenAI's error body (:func:`deny_websocket`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/health"})
+KEY_SUBPROTOCOL = "openai-insecure-api-key."  # how a browser's WebSocket carries the key
 MAX_HEADER_BYTES = 64 * 1024  # what is answered 431 (the HTTP parser reads up to 1 MiB)
 HTTP_READ_LIMIT = 1 << 20
 
@@ -130,15 +134,44 @@ class LimitBody:
                 raise
 
 
+async def deny_websocket(
+    scope: Scope, send: Send, status: int, body: dict, headers: list | None = None
+) -> None:
+    """Refuse a WebSocket upgrade: an HTTP response with ``body`` (the server's denial
+    response extension, which uvicorn has), else a close with policy code 1008."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        raw = json.dumps(body).encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode()),
+                    *(headers or []),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": raw})
+    else:  # pragma: no cover - uvicorn has the extension
+        reason = str(body.get("error", {}).get("message", ""))[:120]
+        await send({"type": "websocket.close", "code": 1008, "reason": reason})
+
+
 class RequireKey:
-    """401 unless ``Authorization: Bearer <key>`` (only :data:`OPEN_PATHS` are open)."""
+    """401 unless ``Authorization: Bearer <key>`` (only :data:`OPEN_PATHS` are open); for a
+    WebSocket, the subprotocol ``openai-insecure-api-key.<key>`` is accepted instead."""
 
     def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app, self.key = app, key
         self._key = (key or "").encode("utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.key is None or scope.get("path") in OPEN_PATHS:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or self.key is None:
+            await self.app(scope, receive, send)
+            return
+        if kind == "http" and scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         auth = b""
@@ -147,22 +180,24 @@ class RequireKey:
                 auth = bytes(value)
         scheme, _, token = auth.partition(b" ")
         # as bytes: a key or a header with non-ASCII characters is simply not the key
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
-            what = "no API key was sent" if not auth else "the API key is not valid"
-            await _send_json(
-                send,
-                401,
-                error_body(
-                    f"{what}; send it as 'Authorization: Bearer <key>' (OpenAI clients: "
-                    "api_key=...)",
-                    "invalid_request_error",
-                    None,
-                    "invalid_api_key",
-                ),
-                [(b"www-authenticate", b"Bearer")],
-            )
+        ok = scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
+        offered = [p for p in scope.get("subprotocols", []) if p.startswith(KEY_SUBPROTOCOL)]
+        if kind == "websocket" and not ok:
+            keys = [p[len(KEY_SUBPROTOCOL) :].encode("utf-8", "replace") for p in offered]
+            ok = any(hmac.compare_digest(k, self._key) for k in keys)
+        if ok:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        what = "no API key was sent" if not (auth or offered) else "the API key is not valid"
+        how = "send it as 'Authorization: Bearer <key>' (OpenAI clients: api_key=...)"
+        if kind == "websocket":
+            how += f", or from a browser as the WebSocket subprotocol '{KEY_SUBPROTOCOL}<key>'"
+        body = error_body(f"{what}; {how}", "invalid_request_error", None, "invalid_api_key")
+        challenge = [(b"www-authenticate", b"Bearer")]
+        if kind == "websocket":
+            await deny_websocket(scope, send, 401, body, challenge)
+        else:
+            await _send_json(send, 401, body, challenge)
 
 
 def param_of(loc: Any) -> str | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DependencyMissingError, QAudioError
+from ..live.options import LiveLimits
 
 if TYPE_CHECKING:
     from ..engine.model import AudioModel
@@ -49,6 +50,13 @@ class ServerSettings:
         max_queue: Requests that may wait beyond those; more get 429.
         max_body: Largest request body in bytes; larger get 413 before they are read.
         allow_remote_audio: Fetch ``audio_url`` parts from http(s).
+        max_sessions: Live sessions (``GET /v1/realtime``, WebSocket) at once; more
+            upgrades are refused with 429.
+        live: What one live session may hold (audio, event size) and how long it may
+            last (in all, and idle).
+        deterministic: Load the model with one sequence and flash attention off, and
+            transcribe each live turn alone from an empty cache: its text is then exactly
+            ``qaudio transcribe --deterministic``'s (``parallel`` is 1).
         log_level: uvicorn's own messages: ``"debug"``, ``"info"``, ``"warning"`` or
             ``"error"`` (the access log is the ``qaudio_local.server.access`` logger's).
     """
@@ -62,6 +70,9 @@ class ServerSettings:
     max_queue: int = 16
     max_body: int = 100 * 2**20
     allow_remote_audio: bool = False
+    max_sessions: int = 8
+    live: LiveLimits = field(default_factory=LiveLimits)
+    deterministic: bool = False
     log_level: str = "info"
 
     @property
@@ -131,6 +142,7 @@ def run(
         ("fastapi", ("fastapi",)),
         ("uvicorn", ("uvicorn",)),
         ("python-multipart", ("python_multipart", "multipart")),  # its new name, its old
+        ("websockets", ("websockets",)),  # uvicorn's WebSocket protocol (live sessions)
     ):
         if not any(found(m) for m in modules):
             raise DependencyMissingError(package, "server")
@@ -148,6 +160,9 @@ def run(
         max_queue=settings.max_queue,
         max_body=settings.max_body,
         allow_remote_audio=settings.allow_remote_audio,
+        max_sessions=settings.max_sessions,
+        live=settings.live,
+        deterministic=settings.deterministic,
     )
     level = settings.log_level.lower()
     config = uvicorn.Config(
@@ -159,6 +174,10 @@ def run(
         access_log=False,  # ours (access.py) has the duration and never the query
         timeout_graceful_shutdown=5,
         h11_max_incomplete_event_size=HTTP_READ_LIMIT,  # big headers get 431, not a reset
+        # a live session's event over its limit gets an error event (the session goes on);
+        # the transport closes the connection (1009) only at twice that
+        ws_max_size=2 * settings.live.max_event_bytes,
+        ws_per_message_deflate=False,  # no inflating of what clients send
     )
     server = uvicorn.Server(config)
     loaded: list[AudioModel] = []

@@ -39,7 +39,8 @@ LANGUAGES = {
 TEXT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
-def _language(code: str | None) -> str | None:
+def language_name(code: str | None) -> str | None:
+    """The language the model is told, for an ISO 639-1 code (another name as given)."""
     if not code:
         return None
     return LANGUAGES.get(code.strip().lower(), code.strip())
@@ -75,7 +76,7 @@ def audio_endpoint(state: ServerState, task: str) -> Callable[..., Coroutine[Any
 
         options = TranscribeOptions(
             task=task,
-            language=_language(language),
+            language=language_name(language),
             hint=prompt or None,
             sampling=SamplingOptions(max_tokens=300, temperature=temperature, logprobs=True),
             parallel=state.parallel,

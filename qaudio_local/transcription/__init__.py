@@ -8,7 +8,14 @@ and :mod:`..audio`.
 
 from __future__ import annotations
 
-from .longform import Segment, TranscribeOptions, Transcription, TranscriptionInfo, transcribe
+from .longform import (
+    Segment,
+    TranscribeOptions,
+    Transcription,
+    TranscriptionInfo,
+    detect_language,
+    transcribe,
+)
 from .writers import FORMATS, write_outputs
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "TranscribeOptions",
     "Transcription",
     "TranscriptionInfo",
+    "detect_language",
     "transcribe",
     "write_outputs",
 ]

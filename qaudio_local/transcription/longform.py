@@ -30,6 +30,8 @@ from .base_prompts import base_instruction, split_language_tag
 from .journal import Journal
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..audio.vad import Segmenter, SpeechSegment, VadOptions
     from ..engine.model import AudioModel
     from ..engine.results import Generation
@@ -210,6 +212,14 @@ def _language_word(text: str) -> str:
     return words[0] if words else "unknown"
 
 
+def detect_language(model: AudioModel, audio: np.ndarray, **stream: Any) -> str:
+    """The language the model hears in ``audio`` (one lower-case word, or ``"unknown"``),
+    asked as :func:`transcribe` asks on a recording's first segment when no language is
+    given; ``stream`` goes to :meth:`AudioModel.stream` (``cold``, ``keep_cache``)."""
+    res = model.generate(LANGUAGE_PROMPT, [audio], sampling=SamplingOptions(max_tokens=8), **stream)
+    return _language_word(res.text)
+
+
 class Transcription:
     """The segments of one recording, as they finish (iterate it); ``info`` as it grows.
 
@@ -278,7 +288,8 @@ class Transcription:
                 n += 1
                 while len(pending) >= parallel:
                     result = self._collect(*pending.popleft())
-                    previous = result.text
+                    if o.condition_on_previous_text:  # otherwise each segment stands alone
+                        previous = result.text
                     yield result
             while pending:
                 yield self._collect(*pending.popleft())
@@ -314,9 +325,7 @@ class Transcription:
         return Segment.from_record(rec, n)
 
     def _detect_language(self, piece: SpeechSegment) -> None:
-        sampling = SamplingOptions(max_tokens=8)
-        res = self.model.generate(LANGUAGE_PROMPT, [piece.audio], sampling=sampling)
-        self.info.language = _language_word(res.text)
+        self.info.language = detect_language(self.model, piece.audio)
         self._language_known = True
 
     def _start(self, piece: SpeechSegment, previous: str) -> Generation:

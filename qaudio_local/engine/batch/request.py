@@ -37,9 +37,11 @@ class Request:
         audio_seconds: float = 0.0,
         logits_only: bool = False,
         keep: bool = True,
+        cold: bool = False,
     ) -> None:
         self.prompt, self.sampling, self.logits_only = prompt, sampling, logits_only
         self.keep = keep  # leave the cells cached for a later prompt that starts the same
+        self.cold = cold  # start alone from an empty cache (see Scheduler._admit)
         self.audio_seconds = audio_seconds
         self.out: queue.SimpleQueue[Chunk | Result | BaseException] = queue.SimpleQueue()
         self.cancelled = False

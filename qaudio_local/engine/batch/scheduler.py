@@ -14,7 +14,9 @@ is already computed: it takes over a cached sequence, or shares the prefix of an
 one (``llama_memory_seq_cp``: the unified cache shares cells), and only the rest is fed.
 When cells run short, the least recently used cached sequences are dropped. Results
 equal a cold run's: positions, tokens and the model are the same; only which cells hold
-them differs.
+them differs (and so, with some kernels, the float rounding). A *cold* request makes that
+exact: it waits until no other sequence runs, every cached sequence is dropped and the
+cache cleared, so it starts as the first request of a fresh model would.
 """
 
 from __future__ import annotations
@@ -218,6 +220,13 @@ class Scheduler:
                 self._pop_waiting()
                 self._emit_result(req, "cancelled")
                 continue
+            if req.cold:
+                if self._active:
+                    return  # it starts alone: wait for the running ones to end
+                for slot in self.slots:
+                    if slot.state is SlotState.CACHED:
+                        self._evict(slot)
+                self._lib.llama_memory_clear(self._mem, True)  # free-cell search back at 0
             if not self._place(req):
                 if self._active:
                     return  # wait for cells to be freed
