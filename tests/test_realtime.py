@@ -473,7 +473,7 @@ def test_a_disconnect_mid_answer_frees_the_sequence(tight: Server) -> None:
     say = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Go on."}]}
     with client(tight.url).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
-        events.until(_is("session.created"))
+        first = events.until(_is("session.created"))[-1].session.id
         conn.conversation.item.create(item=say)
         conn.response.create()
         events.until(_count("response.output_text.delta", 5))
@@ -486,5 +486,7 @@ def test_a_disconnect_mid_answer_frees_the_sequence(tight: Server) -> None:
         done = events.until(_is("response.done"), timeout=20)[-1].response
     assert done.status in ("completed", "incomplete") and done.usage.output_tokens <= 4
     assert time.monotonic() - left < 4  # the first answer was stopped, not finished
-    line = tight.wait_for_line("realtime conversation")
+    line = tight.wait_for_line(
+        f"realtime conversation {first} "
+    )  # the first one's, not the second's
     assert "(client left)" in line and "1 responses (1 stopped)" in line

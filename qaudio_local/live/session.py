@@ -57,10 +57,17 @@ class Outbox:
 
     def __init__(self, emit: Callable[[LiveEvent], None]) -> None:
         self._emit, self.closed = emit, False
+        self._lock = threading.Lock()
 
     def __call__(self, event: LiveEvent) -> None:
-        if not self.closed:
-            self._emit(event)
+        with self._lock:  # an event being emitted while the session closes comes first
+            if not self.closed:
+                self._emit(event)
+
+    def close(self) -> None:
+        """No event after this returns."""
+        with self._lock:
+            self.closed = True
 
 
 class LiveSession:
@@ -201,8 +208,9 @@ class LiveSession:
         with self._lock:
             if self._closed:
                 return
-            self._closed = self._emit.closed = True
+            self._closed = True
             running, turn, resp = self._running, self._turn, self._response
+        self._emit.close()
         for r in (running, turn.running if turn else None, resp.running if resp else None):
             if r is not None:
                 r.cancel()
