@@ -29,6 +29,7 @@ __all__ = [
     "Generation",
     "Message",
     "ModelOptions",
+    "ResidentModel",
     "Result",
     "SamplingOptions",
     "Segment",
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from .engine.prompt import Message, user
     from .engine.results import Chunk, Generation, Result, Timings, Usage
     from .models.load import load_model
+    from .models.resident import ResidentModel
     from .models.resolve import resolve_model
     from .transcription import (
         Segment,
@@ -75,6 +77,7 @@ _LAZY = {
     "AudioClip": ".audio",
     "resolve_model": ".models.resolve",
     "load_model": ".models.load",
+    "ResidentModel": ".models.resident",
     "VadOptions": ".audio.vad",
     "Conversation": ".chat",
     **{

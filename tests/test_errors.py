@@ -190,23 +190,22 @@ def test_the_cli_takes_the_exit_code_from_the_error(monkeypatch: pytest.MonkeyPa
 # --- the server -------------------------------------------------------------------------
 
 
-class _Failing:
-    """A loaded model whose context size cannot be read: GET /v1/models ends in ``error``."""
+def _failing(error: BaseException) -> Any:
+    """A model loader that fails with ``error``: the request that needs the model ends in it."""
 
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+    def load() -> Any:
+        raise error
 
-    @property
-    def n_ctx(self) -> int:
-        raise self.error
+    return load
 
 
-def _get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
-    """One GET through the whole ASGI stack, in process."""
+def _post(app: Any, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One POST of JSON through the whole ASGI stack, in process."""
     sent: list[dict[str, Any]] = []
+    data = json.dumps(payload).encode()
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": data, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -215,13 +214,13 @@ def _get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": "POST",
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -233,11 +232,17 @@ def _get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
 
 def _answer(error: BaseException) -> tuple[int, dict[str, Any]]:
     pytest.importorskip("fastapi")
+    from qaudio_local.models.resident import ResidentModel
     from qaudio_local.server.app import create_app
     from qaudio_local.server.common import ServerState
 
-    state = ServerState(model_id="tiny", model=_Failing(error))
-    return _get(create_app(state), "/v1/models")
+    state = ServerState(model_id="tiny", resident=ResidentModel(_failing(error), keep_alive=None))
+    try:
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+        return _post(create_app(state), "/v1/chat/completions", chat)
+    finally:
+        assert state.resident is not None
+        state.resident.close()
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

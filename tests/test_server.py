@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import select
 import signal
@@ -23,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-import numpy as np
 import openai
 import pytest
 import soundfile as sf
@@ -32,28 +30,18 @@ import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from tests.support.audio import MINUTE, make_recording, tone
-
-KEY = "test-key"
-Pair = tuple[Path, Path]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, LOGS.get(url)
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become ready")
+from tests.support.served import (
+    KEY,
+    LOGS,
+    Pair,
+    Served,
+    audio_part,
+    client,
+    env_with,
+    free_port,
+    wait_ready,
+    wav_bytes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,90 +57,17 @@ def tight(tiny_gguf: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
 
 
-LOGS: dict[str, list[str]] = {}  # a server's URL -> the lines of its stderr so far
-
-
-class Served:
-    """`qaudio serve` on 127.0.0.1:port (the tiny pair, or the registry's model without);
-    its stderr is read as it comes (a full pipe would stall the server) into ``lines``."""
-
-    def __init__(
-        self, pair: Pair | None, port: int, *extra: str, env: dict[str, str] | None = None
-    ) -> None:
-        args = [sys.executable, "-m", "qaudio_local", "serve", "--port", str(port)]
-        if pair is not None:
-            args += ["--model-file", str(pair[0]), "--mmproj-file", str(pair[1])]
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [*args, "--threads", "2", *extra],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:  # type: ignore[union-attr]
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, prefix: str, timeout: float = 60) -> str:
-        """The first stderr line that starts with ``prefix`` (fails if the process ends)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [ln for ln in self.lines if ln.startswith(prefix)]
-            if found:
-                return found[0]
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.lines
-            time.sleep(0.02)
-
-    def wait(self, timeout: float = 60) -> int:
-        """The exit code, once the process has ended and its stderr is read."""
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        self._reader.join(timeout=10)
-        return code
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        return self.wait(timeout=20)
-
-
 def _serve(pair: Pair, factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
     home = factory.mktemp("serve-home")
-    served = Served(pair, _free_port(), "--api-key", KEY, *extra, env=_env(QAUDIO_HOME=home))
+    served = Served(pair, free_port(), "--api-key", KEY, *extra, env=env_with(QAUDIO_HOME=home))
     LOGS[served.url] = served.lines
     try:
-        _wait_ready(served.url, served.proc)
+        wait_ready(served.url, served.proc)
         yield served.url
     finally:
         code = served.stop()
         assert "Traceback" not in "\n".join(served.lines), served.lines
         assert code == 0, served.lines  # SIGTERM is a normal stop
-
-
-def _env(**changes: str | Path) -> dict[str, str]:
-    return dict(os.environ, **{k: str(v) for k, v in changes.items()})
-
-
-def client(url: str, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
-
-
-def wav_bytes(x: np.ndarray, fmt: str = "WAV") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, x, 16000, format=fmt)
-    return buf.getvalue()
-
-
-def audio_part(x: np.ndarray, fmt: str = "wav") -> dict:
-    data = base64.b64encode(wav_bytes(x, fmt.upper())).decode()
-    return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
 
 
 MODEL = "tiny-qwen2-audio.F32"
@@ -566,7 +481,7 @@ def test_each_request_is_logged_without_keys_queries_or_bodies(server: str) -> N
 def test_serve_says_when_it_serves_and_stops_cleanly(
     tiny_gguf: Pair, tmp_path: Path, sig: int, quiet: str
 ) -> None:
-    served = Served(tiny_gguf, _free_port(), quiet, env=_env(QAUDIO_HOME=tmp_path))
+    served = Served(tiny_gguf, free_port(), quiet, env=env_with(QAUDIO_HOME=tmp_path))
     try:
         line = served.wait_for("serving ")
         assert httpx.get(f"{served.url}/health").json()["status"] == "ok"  # ready when it says
@@ -583,7 +498,7 @@ def test_serve_says_when_it_serves_and_stops_cleanly(
 def test_serve_exits_when_the_model_cannot_be_loaded(tmp_path: Path) -> None:
     """Nothing pulled and offline: one error line and exit code 1, not a server left
     answering 503."""
-    served = Served(None, _free_port(), env=_env(QAUDIO_HOME=tmp_path, QAUDIO_OFFLINE="1"))
+    served = Served(None, free_port(), env=env_with(QAUDIO_HOME=tmp_path, QAUDIO_OFFLINE="1"))
     code = served.wait(timeout=60)
     assert code == 1, served.lines
     assert served.lines[0] == "loading qwen2-audio-7b-instruct ..."
@@ -611,7 +526,7 @@ def test_the_readmes_server_snippet_runs(tiny_gguf: Pair, tmp_path: Path) -> Non
     shell, python = readme_server_blocks()
     home = tmp_path / "home"
     home.mkdir()
-    env = _env(HOME=home, QAUDIO_HOME=home / "qaudio")
+    env = env_with(HOME=home, QAUDIO_HOME=home / "qaudio")
     (make_key,) = [ln for ln in shell.splitlines() if ".qaudio-key" in ln and "secrets" in ln]
     subprocess.run(["bash", "-c", make_key], env=env, check=True, cwd=tmp_path)
     key_file = home / ".qaudio-key"
@@ -620,7 +535,7 @@ def test_the_readmes_server_snippet_runs(tiny_gguf: Pair, tmp_path: Path) -> Non
     (command,) = [ln.split("#")[0].split() for ln in shell.splitlines() if "qaudio serve" in ln]
     assert command[:2] == ["qaudio", "serve"]
     args = [a.replace("~", str(home)) for a in command[2:]]
-    port = _free_port()
+    port = free_port()
     served = Served(tiny_gguf, port, *args, env=env)
     try:
         served.wait_for("serving ")
@@ -729,7 +644,7 @@ def test_the_route_and_the_cli_cut_a_recording_the_same_way(
     cmd = [sys.executable, "-m", "qaudio_local", "transcribe", str(recording), "--quiet"]
     cmd += ["--model-file", str(tiny_gguf[0]), "--mmproj-file", str(tiny_gguf[1])]
     cmd += ["--max-tokens", "3", "-o", "verbose_json", "--output-dir", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env_with())
     assert proc.returncode == 0, proc.stderr
     cli = json.loads(next(tmp_path.glob("*.verbose.json")).read_text())["segments"]
     c = client(server)

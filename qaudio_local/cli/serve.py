@@ -21,6 +21,17 @@ SERVER_LOGGER = "qaudio_local.server"  # the app's logger; the access log is its
 ACCESS_LOGGER = "qaudio_local.server.access"
 
 
+def _keep_alive(value: str) -> float | None:
+    from ..errors import OptionError
+    from ..models.resident import parse_keep_alive
+
+    try:
+        return parse_keep_alive(value)
+    except OptionError as exc:
+        msg = str(exc).removeprefix("--keep-alive ")
+        raise click.BadParameter(msg, param_hint="--keep-alive") from None
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -92,6 +103,15 @@ def _is_loopback(host: str) -> bool:
     "empty cache: turn texts equal `qaudio transcribe --deterministic` (implies --parallel 1).",
 )
 @click.option(
+    "--keep-alive",
+    default="5m",
+    show_default=True,
+    callback=lambda ctx, param, value: _keep_alive(value),
+    help="Unload the model after it has served nothing for this long (its memory, GPU "
+    "memory too, goes back); the next request loads it again and waits. Ollama's syntax: "
+    "5m, 90s, 1h30m, 300; 0 after each request; -1 never. POST /unload unloads at once.",
+)
+@click.option(
     "--alias",
     "aliases",
     multiple=True,
@@ -119,17 +139,21 @@ def serve(ctx: click.Context, **opts: Any) -> None:
     POST /v1/audio/transcriptions and /v1/audio/translations (json, text, srt, vtt,
     verbose_json; streaming), GET /v1/realtime (live voice over a WebSocket, OpenAI's
     Realtime protocol: ?intent=transcription for live captions, else a spoken
-    conversation), GET /v1/models, GET /health (503 while the model loads).
+    conversation), GET /v1/models, GET /health (503 while the model loads; then the
+    model's state), POST /unload (give the model's memory back now).
     The model is planned, pulled once and loaded as for `qaudio run`; the server listens
     at once and says "serving ..." when the model is ready. If the model cannot be
     loaded, the server stops with the error (exit code 1 or 2); Ctrl+C or SIGTERM stops
     it normally (exit code 0). One line per request on stderr (--quiet: none).
+    After --keep-alive (5m) with no request the model is unloaded, and the next request
+    loads it again (it waits; the rest of the server stays up).
 
     \b
     Examples:
       qaudio serve
       qaudio serve --port 8080 --parallel 8 --api-key-file ~/.qaudio-key
       qaudio serve --model-file m.gguf --mmproj-file mm.gguf --alias whisper-1
+      qaudio serve --keep-alive 30m       # qaudio serve --keep-alive -1: never unload
     """
     import functools
 
@@ -165,6 +189,7 @@ def serve(ctx: click.Context, **opts: Any) -> None:
             idle_seconds=opts["session_idle_seconds"],
         ),
         deterministic=opts["deterministic"],
+        keep_alive=opts["keep_alive"],
         log_level=opts["log_level"].lower(),
     )
     _log_to_stderr(settings.log_level, quiet=opts["quiet"], tracebacks=debug_requested(ctx))

@@ -31,7 +31,7 @@ from ..config import BASE_DEFAULT_PROMPT, DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT,
 from ..errors import OptionError, RuntimeBackendError
 from .batch.request import Request
 from .batch.scheduler import Scheduler
-from .bindings.backend import llama_modules, log_mark, log_since, recent_errors
+from .bindings.backend import give_back_heap, llama_modules, log_mark, log_since, recent_errors
 from .gguf import ProjectorInfo, TextModelInfo, check_pair, check_projector, check_text_model
 from .options import FLASH_ATTN, KV_TYPES, ModelOptions, SamplingOptions
 from .prefill import EncodingCache, FaithfulPrefill, Llama, MtmdPrefill, tokenize
@@ -203,7 +203,8 @@ class AudioModel:
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop running generations, free the encoder, projector, context and model.
+        """Stop running generations, free the encoder, projector, context and model, and
+        give their memory back to the system.
 
         Idempotent. Generations still running end with a :class:`RuntimeBackendError`.
         """
@@ -222,6 +223,7 @@ class AudioModel:
         if self._model:
             self._llama.llama_model_free(self._model)
             self._model = None
+            give_back_heap()  # the KV cache and weights' pages are the system's again
 
     def __enter__(self) -> AudioModel:
         return self

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ..errors import QAudioError
+from ..models.resident import ResidentModel, format_keep_alive
 from .access import AccessLog
 from .common import Busy, ServerState, check_model, ready
 from .http import LimitBody, RequireKey, error_response, param_of
@@ -85,21 +86,30 @@ def _handlers(app: FastAPI) -> None:
 def _routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/health")
     async def health() -> Response:
-        if state.model is None:
+        resident = state.resident
+        if resident is None:
             status = "error" if state.load_error else "loading"
             return JSONResponse({"status": status, "detail": state.load_error}, 503)
-        return JSONResponse({"status": "ok", "model": state.model_id})
+        return JSONResponse({"status": "ok", "model": state.model_id, **residency(resident)})
 
     @app.get("/v1/models")
     async def models() -> Response:
-        model = ready(state)
-        return JSONResponse({"object": "list", "data": [_model_card(state, model)]})
+        resident = ready(state)
+        return JSONResponse({"object": "list", "data": [_model_card(state, resident)]})
 
     @app.get("/v1/models/{name}")
     async def model_card(name: str) -> Response:
-        model = ready(state)
+        resident = ready(state)
         check_model(state, name)
-        return JSONResponse(_model_card(state, model))
+        return JSONResponse(_model_card(state, resident))
+
+    @app.post("/unload")
+    async def unload() -> Response:
+        """Give the model's memory back now (or when the requests using it end); the next
+        request loads it again."""
+        resident = ready(state)
+        resident.unload()
+        return JSONResponse({"model": state.model_id, **residency(resident)})
 
     from .chat import chat_completions
     from .realtime import realtime
@@ -111,7 +121,20 @@ def _routes(app: FastAPI, state: ServerState) -> None:
     app.post("/v1/audio/translations")(audio_endpoint(state, "translate"))
 
 
-def _model_card(state: ServerState, model: Any) -> dict[str, Any]:
+def residency(resident: ResidentModel) -> dict[str, Any]:
+    """Whether the model is in memory now, and for how long it stays when idle."""
+    expires = resident.expires_in
+    return {
+        "model_state": resident.state,  # loaded, loading, unloading, unloaded
+        "keep_alive": format_keep_alive(resident.keep_alive),
+        "expires_in": None if expires is None else round(expires, 1),
+        "in_use": resident.users,
+        "loads": resident.loads,
+    }
+
+
+def _model_card(state: ServerState, resident: ResidentModel) -> dict[str, Any]:
+    n_ctx = resident.context_length or 0
     return {
         "id": state.model_id,
         "object": "model",
@@ -119,7 +142,8 @@ def _model_card(state: ServerState, model: Any) -> dict[str, Any]:
         "owned_by": "qaudio-local",
         "input_modalities": ["text", "audio"],
         "output_modalities": ["text"],
-        "context_length": model.n_ctx,
-        "max_audio_seconds_per_request": (model.n_ctx - 64) // 25,
+        "context_length": n_ctx,
+        "max_audio_seconds_per_request": max(0, (n_ctx - 64) // 25),
         "parallel": state.parallel,
+        "state": resident.state,
     }

@@ -57,7 +57,7 @@ def chat_completions(state: ServerState) -> Callable[..., Coroutine[Any, Any, Re
     """The route, bound to ``state``."""
 
     async def route(body: ChatRequest, request: Request) -> Response:
-        model = ready(state)
+        ready(state)  # 503 before the server's first load
         check_model(state, body.model)
         bad = unsupported(body)
         if bad is not None:
@@ -72,6 +72,7 @@ def chat_completions(state: ServerState) -> Callable[..., Coroutine[Any, Any, Re
                     max_bytes=state.max_body,
                 )
             )
+            model = await slot.model()
             gen = model.stream(messages=messages, sampling=_sampling(body, model.n_ctx))
             items = in_thread(lambda: _items(gen))
             first = await items.__anext__()  # the prompt is checked before anything is sent

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from ..engine.model import AudioModel
+    from ..models.resident import ResidentModel
 
 _DONE = object()
 T = TypeVar("T")
@@ -31,7 +32,9 @@ class ServerState:
         model_id: The name clients use (``model`` field); ``aliases`` are accepted too
             (``qaudio serve`` passes its ``--alias`` names and the registry's names of the
             model's family). Names are compared without regard to case.
-        model: The loaded :class:`~qaudio_local.engine.model.AudioModel`, ``None`` while loading.
+        resident: The model, loaded while used and unloaded after ``--keep-alive`` idle
+            (:class:`~qaudio_local.models.resident.ResidentModel`); ``None`` until its
+            first load has worked (the server is ready).
         parallel: Sequences decoded at once.
         max_queue: Requests that may wait beyond those.
         max_body: Bytes a request body may have.
@@ -46,7 +49,7 @@ class ServerState:
 
     model_id: str
     aliases: tuple[str, ...] = ()
-    model: AudioModel | None = None
+    resident: ResidentModel | None = None
     parallel: int = 1
     max_queue: int = 16
     max_body: int = 100 * 2**20
@@ -67,7 +70,8 @@ class Busy(Exception):
 
 
 class Slot:
-    """Holds one of the in-flight places for the life of a request (or a stream)."""
+    """Holds one of the in-flight places for the life of a request (or a stream), and
+    with :meth:`model` the model in use (never unloaded under it)."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -76,12 +80,40 @@ class Slot:
                 raise Busy
             state.in_flight += 1
         self._released = False
+        self._holds: ResidentModel | None = None
+
+    async def model(self) -> AudioModel:
+        """The model, loaded again first if it was unloaded while idle (the request waits;
+        requests arriving meanwhile wait for the same load)."""
+        resident = ready(self.state)
+        model = await hold(resident)
+        self._holds = resident
+        return model
 
     def release(self) -> None:
         if not self._released:
             self._released = True
             with self.state.lock:
                 self.state.in_flight -= 1
+            if self._holds is not None:
+                self._holds.release()
+                self._holds = None
+
+
+async def hold(resident: ResidentModel) -> AudioModel:
+    """``resident.acquire()`` off the event loop; a caller cancelled while the model loads
+    gives its use back when the load ends (a load is never left held)."""
+    job = asyncio.ensure_future(asyncio.to_thread(resident.acquire))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(lambda f: _give_back(f, resident))
+        raise
+
+
+def _give_back(job: asyncio.Future[Any], resident: ResidentModel) -> None:
+    if not job.cancelled() and job.exception() is None:
+        resident.release()
 
 
 # --- running generations off the event loop ---------------------------------------------------
@@ -120,12 +152,13 @@ def sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-def ready(state: ServerState) -> AudioModel:
-    """The loaded model, or a 503 that says why there is none (loading, or failed)."""
-    if state.model is None:
+def ready(state: ServerState) -> ResidentModel:
+    """The model (loaded or not), or a 503 while the server's first load is under way or
+    after it failed."""
+    if state.resident is None:
         msg = state.load_error or "the model is still loading; retry in a moment"
         raise InputError(msg, None, 503)
-    return state.model
+    return state.resident
 
 
 def check_model(state: ServerState, name: str | None, param: str = "model") -> None:

@@ -10,7 +10,10 @@ serves until stopped, and closes the model.
 
 While the model loads, ``GET /health`` answers 503 ``{"status": "loading"}`` and the API
 routes 503 with OpenAI's error shape. A model that cannot be loaded stops the server and
-its error is raised from :func:`run`, so a service manager sees the process fail. Ctrl+C
+its error is raised from :func:`run`, so a service manager sees the process fail. Once
+loaded, the model is a :class:`~qaudio_local.models.resident.ResidentModel`: idle for
+``keep_alive`` it is unloaded (``POST /unload`` does it at once), and the next request
+loads it again, waiting for it (``/health`` says which state it is in). Ctrl+C
 or SIGTERM is a normal stop: :func:`run` returns. New routes (the realtime endpoint, the
 page) plug into :func:`~.app.create_app`.
 """
@@ -18,6 +21,7 @@ page) plug into :func:`~.app.create_app`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DependencyMissingError, QAudioError
 from ..live.options import LiveLimits
+from ..models.resident import DEFAULT_KEEP_ALIVE, ResidentModel, format_keep_alive
 
 if TYPE_CHECKING:
     from ..engine.model import AudioModel
@@ -57,6 +62,9 @@ class ServerSettings:
         deterministic: Load the model with one sequence and flash attention off, and
             transcribe each live turn alone from an empty cache: its text is then exactly
             ``qaudio transcribe --deterministic``'s (``parallel`` is 1).
+        keep_alive: Seconds the model stays loaded when no request uses it (then it is
+            unloaded, and loaded again by the next request); ``0``: after each request,
+            ``None``: for ever. Ollama's default, five minutes.
         log_level: uvicorn's own messages: ``"debug"``, ``"info"``, ``"warning"`` or
             ``"error"`` (the access log is the ``qaudio_local.server.access`` logger's).
     """
@@ -73,6 +81,7 @@ class ServerSettings:
     max_sessions: int = 8
     live: LiveLimits = field(default_factory=LiveLimits)
     deterministic: bool = False
+    keep_alive: float | None = DEFAULT_KEEP_ALIVE
     log_level: str = "info"
 
     @property
@@ -180,23 +189,39 @@ def run(
         ws_per_message_deflate=False,  # no inflating of what clients send
     )
     server = uvicorn.Server(config)
-    loaded: list[AudioModel] = []
+    logger = logging.getLogger("qaudio_local.server")
+
+    def load_again() -> AudioModel:  # the first load is said by on_loading
+        if resident.loads:
+            logger.info("loading %s again (a request needs it)", model_id)
+        return load()
+
+    def unloaded() -> None:
+        logger.info(
+            "unloaded %s: its memory is free again; the next request loads it (--keep-alive %s)",
+            model_id,
+            format_keep_alive(settings.keep_alive),
+        )
+
+    resident = ResidentModel(load_again, settings.keep_alive, on_unload=unloaded)
     failed: list[BaseException] = []
 
     def background() -> None:
         try:
-            model = load()
+            model = resident.acquire()  # the first load; held while on_ready looks at it
         except Exception as exc:
             state.load_error = f"the model could not be loaded: {exc}"  # /health, meanwhile
             failed.append(exc)
             server.should_exit = True  # uvicorn looks at it every 0.1 s
             return
-        loaded.append(model)
-        state.model = model
-        while not server.started and not server.should_exit:  # listening, not just loaded
-            time.sleep(0.02)
-        if server.started and not server.should_exit and on_ready is not None:
-            on_ready(model)
+        try:
+            state.resident = resident
+            while not server.started and not server.should_exit:  # listening, not just loaded
+                time.sleep(0.02)
+            if server.started and not server.should_exit and on_ready is not None:
+                on_ready(model)
+        finally:
+            resident.release()  # the idle time starts
 
     if on_loading is not None:
         on_loading(model_id)
@@ -209,8 +234,7 @@ def run(
     except KeyboardInterrupt:  # uvicorn stopped first, then passed the signal on
         pass
     finally:
-        for model in loaded:
-            model.close()
+        resident.close()
     if failed:
         raise failed[0]
 

@@ -60,7 +60,7 @@ def audio_endpoint(state: ServerState, task: str) -> Callable[..., Coroutine[Any
         stream: Annotated[bool, Form()] = False,
         granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
     ) -> Response:
-        engine = ready(state)
+        ready(state)  # 503 before the server's first load
         check_model(state, model)
         if response_format not in RESPONSE_FORMATS:
             raise InputError(
@@ -86,6 +86,7 @@ def audio_endpoint(state: ServerState, task: str) -> Callable[..., Coroutine[Any
             data = await file.read()
             if not data:
                 raise InputError("file: the upload is empty (0 bytes)", "file")
+            engine = await slot.model()
             tr = await asyncio.to_thread(transcribe, engine, data, options)
         except BaseException:
             slot.release()

@@ -136,3 +136,16 @@ def backend_info() -> BackendInfo:
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
         system_info=info,
     )
+
+
+def give_back_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``), so that a
+    closed model's memory shows as freed; a no-op where the C library has no such call."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)

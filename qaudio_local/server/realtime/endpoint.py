@@ -1,10 +1,12 @@
 """``GET /v1/realtime``: a live session over a WebSocket, in OpenAI's Realtime protocol.
 
-Before the upgrade is accepted (the API key has been checked by ``RequireKey``): the model
-must be loaded (503), ``model`` must name it (404, as on the HTTP routes), ``intent`` may
-only be ``transcription`` (400), and at most ``--max-sessions`` sessions run at once (429);
-each refusal is an HTTP response with OpenAI's error body. A browser's subprotocols are
-answered with ``realtime`` when offered (never with the one that carries the key).
+Before the upgrade is accepted (the API key has been checked by ``RequireKey``): the
+server's first load must have worked (503), ``model`` must name it (404, as on the HTTP
+routes), ``intent`` may only be ``transcription`` (400), and at most ``--max-sessions``
+sessions run at once (429); then the model is loaded again if it was unloaded while idle
+(the session holds it until it ends; a load that fails is refused with its error's
+status). Each refusal is an HTTP response with OpenAI's error body. A browser's
+subprotocols are answered with ``realtime`` when offered (never with the one that carries the key).
 
 Then: ``session.created``, and the session's events as they come. The receiving side
 hands each message to :func:`~.client_events.handle`; a sending task turns the session's
@@ -21,18 +23,22 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ...errors import QAudioError
 from ...live import LiveSession
 from ...live.events import LiveEvent
-from ..common import ServerState, check_model
+from ..common import ServerState, check_model, hold
 from ..http import KEY_SUBPROTOCOL, deny_websocket, error_body
 from ..inputs import InputError
 from .client_events import handle
 from .server_events import error_event, render, session_event
 from .session_config import SessionView
+
+if TYPE_CHECKING:
+    from ...engine.model import AudioModel
 
 logger = logging.getLogger("qaudio_local.server")
 sessions_log = logging.getLogger("qaudio_local.server.access")  # one line a session, as requests
@@ -64,7 +70,7 @@ async def _refusal(ws: WebSocket, state: ServerState) -> tuple[int, dict[str, An
         check_model(state, q.get("model"))
     except InputError as exc:
         return exc.status, error_body(str(exc), "invalid_request_error", "model", "model_not_found")
-    if state.model is None:
+    if state.resident is None:
         msg = state.load_error or "the model is still loading; retry in a moment"
         return 503, error_body(msg, "server_error", None, "model_not_ready")
     with state.lock:
@@ -86,18 +92,28 @@ async def realtime(ws: WebSocket) -> None:
         headers = [(b"retry-after", b"5")] if refused[0] == 429 else []
         await deny_websocket(ws.scope, ws.send, refused[0], refused[1], headers)
         return
+    resident = state.resident
+    assert resident is not None
     try:
-        await ws.accept(subprotocol=subprotocol(list(ws.scope.get("subprotocols", []))))
-        await _serve(ws, state)
+        try:
+            model = await hold(resident)  # loaded again if it was unloaded while idle
+        except QAudioError as exc:
+            body = error_body(str(exc), exc.openai_type, None, exc.openai_code or "model_not_ready")
+            await deny_websocket(ws.scope, ws.send, exc.http_status, body, [])
+            return
+        try:
+            await ws.accept(subprotocol=subprotocol(list(ws.scope.get("subprotocols", []))))
+            await _serve(ws, state, model)
+        finally:
+            resident.release()  # the session's use: the idle time starts when it ends
     finally:
         with state.lock:
             state.sessions -= 1
 
 
-async def _serve(ws: WebSocket, state: ServerState) -> None:
+async def _serve(ws: WebSocket, state: ServerState, model: AudioModel) -> None:
     from ...live.session import new_id
 
-    assert state.model is not None
     mode = "transcription" if ws.query_params.get("intent") == "transcription" else "conversation"
     view = SessionView(mode, state, new_id("sess"))
     limits = state.live
@@ -117,7 +133,7 @@ async def _serve(ws: WebSocket, state: ServerState) -> None:
             loop.call_soon_threadsafe(put, event)
 
     session = LiveSession(
-        state.model, view.config(), emit, limits=limits, deterministic=state.deterministic
+        model, view.config(), emit, limits=limits, deterministic=state.deterministic
     )
     t0 = time.monotonic()
     put(session_event("session.created", view.data))
