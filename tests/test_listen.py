@@ -306,17 +306,6 @@ def test_ctrl_c_twice_leaves_the_turn_under_way(recording: Any) -> None:
 # --- without --server: the model served from this process -------------------------------
 
 
-def _has_realtime_route() -> bool:
-    pytest.importorskip("fastapi")
-    from qaudio_local.server.app import create_app
-    from qaudio_local.server.common import ServerState
-
-    app: Any = create_app(ServerState(model_id="x"))
-    while not hasattr(app, "routes"):  # the middlewares around the FastAPI app
-        app = app.app
-    return any(getattr(r, "path", "") == "/v1/realtime" for r in app.routes)
-
-
 def test_the_local_server_serves_the_model_and_stops(tiny_gguf: tuple[Path, Path]) -> None:
     pytest.importorskip("fastapi")
     import httpx2 as httpx
@@ -335,18 +324,3 @@ def test_the_local_server_serves_the_model_and_stops(tiny_gguf: tuple[Path, Path
         assert httpx.get(f"{base}/models").status_code == 401  # the random key is needed
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base}/models", timeout=2)
-
-
-def test_without_the_endpoint_local_listening_fails_cleanly(
-    tiny_gguf: tuple[Path, Path], recording: Any
-) -> None:
-    """Until the server has /v1/realtime, a local session says so in one line."""
-    if _has_realtime_route():
-        pytest.skip("the server has /v1/realtime: tests/test_listen_realtime.py runs instead")
-    model, mmproj = tiny_gguf
-    result = invoke("listen", "-i", recording[0], "--speed", "0", "--model-file", model,
-                    "--mmproj-file", mmproj, "--n-ctx", "2048", "--threads", "2")  # fmt: skip
-    assert result.exit_code == 1 and "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: could not open a live session at ws://127.0.0.1:")
-    assert "/v1/realtime?model=" in last and "intent=transcription: HTTP 403" in last

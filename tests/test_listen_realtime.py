@@ -1,9 +1,7 @@
 """``qaudio listen`` against the real ``/v1/realtime`` endpoint of ``qaudio serve``, with the
 tiny model: a recording of two spoken clips, sent as fast as possible; its SRT parsed.
 
-Skipped only while the server has no ``/v1/realtime`` route (found by introspecting
-``create_app``'s routes), so it runs as soon as the endpoint exists; until then
-tests/test_listen.py covers the client against a fake peer.
+tests/test_listen.py covers the client's other paths against a fake peer.
 """
 
 from __future__ import annotations
@@ -25,23 +23,6 @@ from tests.support.cli import invoke
 
 PREFIX_S, SILENCE_S = 0.3, 0.5  # the VAD settings qaudio listen sends by default
 CAPTION = re.compile(r"^\[\d\d:\d\d\.\d -> \d\d:\d\d\.\d\] \S.*$")
-
-
-def _has_realtime_route() -> bool:
-    try:
-        from qaudio_local.server.app import create_app
-        from qaudio_local.server.common import ServerState
-    except ImportError:  # no server extra: no endpoint either
-        return False
-    app: Any = create_app(ServerState(model_id="x"))
-    while not hasattr(app, "routes"):  # the middlewares around the FastAPI app
-        app = app.app
-    return any(getattr(r, "path", "") == "/v1/realtime" for r in app.routes)
-
-
-pytestmark = pytest.mark.skipif(
-    not _has_realtime_route(), reason="qaudio serve has no /v1/realtime route yet"
-)
 
 
 @pytest.fixture(scope="module")
