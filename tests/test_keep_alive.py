@@ -366,3 +366,23 @@ def test_a_reload_that_fails_is_that_requests_error_and_the_server_goes_on(
     finally:
         code = served.stop()
     assert code == 0 and "Traceback" not in "\n".join(served.lines), served.lines
+
+
+def test_a_model_loaded_after_close_is_not_kept(tiny_gguf: Pair) -> None:
+    load = CountingLoader(tiny_gguf, delay=0.5)
+    resident = ResidentModel(load, keep_alive=None)
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            resident.acquire()
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    waiter = threading.Thread(target=work)
+    waiter.start()
+    assert _until(lambda: resident.state == "loading", 5)
+    resident.close()  # the server stops while a request reloads the model
+    waiter.join(10)
+    assert len(failed) == 1 and "closed" in str(failed[0])
+    assert resident.state == "unloaded" and load.calls == 1

@@ -214,6 +214,17 @@ class ResidentModel:
             pending.set_exception(exc)
             return
         with self._cond:
+            closed = self._closed
+            if closed:  # closed while it loaded: it is not kept
+                self._loading = None
+                self._claims = 0
+                self._cond.notify_all()
+        if closed:
+            model.close()
+            stop = RuntimeError("the model was closed (the server is stopping)")
+            pending.set_exception(stop)
+            return
+        with self._cond:
             self._loading = None
             self._model = model
             self._users += self._claims  # in use by all who waited: never unloaded between
