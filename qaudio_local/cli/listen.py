@@ -22,6 +22,7 @@ from ..transcription.writers import FORMATS
 from .listen_server import local_server
 from .main import handle_errors, main
 from .options import Finite, check_model_options, model_options
+from .transcribe import output_formats
 
 LOCAL_ONLY = (  # model options that only mean something for the local server
     "quant",
@@ -171,7 +172,7 @@ def listen(ctx: click.Context, **opts: Any) -> None:
     if opts["list_devices"]:
         _print_devices(input_devices(import_sounddevice()))
         return
-    formats = _formats(opts["formats"])
+    formats = output_formats(opts["formats"])
     _check_usage(ctx, opts)
     config = _config(opts)
     if opts["server"]:
@@ -252,18 +253,6 @@ def _default_name(input_path: str | None) -> str:
     if input_path is None:
         return f"listen-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     return "stdin" if input_path == "-" else Path(input_path).stem
-
-
-def _formats(given: tuple[str, ...]) -> list[str]:
-    names = [f.strip().lower() for g in given for f in g.split(",") if f.strip()]
-    if "all" in names:
-        return list(FORMATS)
-    bad = [n for n in names if n not in FORMATS]
-    if bad:
-        raise click.BadParameter(
-            f"{', '.join(bad)}: choose from {', '.join(FORMATS)} or all", param_hint="-o"
-        )
-    return list(dict.fromkeys(names))
 
 
 def _realtime_url(server: str, chat: bool, model: str | None) -> str:

@@ -170,7 +170,7 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
     """
     from ..transcription import TranscribeOptions
 
-    formats = _formats(opts.pop("formats"))
+    formats = output_formats(opts.pop("formats"))
     check_model_options(opts)
     inputs = _inputs(audio)
     if [s for s, _ in inputs].count("-") > 1:
@@ -210,7 +210,8 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
         sys.exit(1)
 
 
-def _formats(given: tuple[str, ...]) -> list[str]:
+def output_formats(given: tuple[str, ...]) -> list[str]:
+    """The -o values (repeated or comma-separated, "all") as format names, in order, once."""
     names = [f.strip().lower() for g in given for f in g.split(",") if f.strip()]
     if "all" in names:
         return list(FORMATS)
