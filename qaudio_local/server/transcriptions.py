@@ -4,7 +4,10 @@ The upload goes through the long-form path (:mod:`qaudio_local.transcription`), 
 segments and timestamps are those of ``qaudio transcribe``. Every response format OpenAI
 documents: ``json``, ``text``, ``srt``, ``vtt`` and ``verbose_json``; ``stream=true`` sends a
 ``transcript.text.delta`` event per segment, then ``transcript.text.done`` with the text
-and the token usage.
+and the token usage. Beyond OpenAI's fields (clients ignore the others), each delta carries
+its ``segment`` (``id``, ``start``, ``end`` in seconds, ``text``) and the recording's
+``duration`` as its header declares it (0 when unknown): enough for a progress bar and a
+transcript with timestamps while it is written.
 """
 
 from __future__ import annotations
@@ -144,7 +147,19 @@ async def _stream(
             n_in += seg.prompt_tokens
             n_out += len(seg.tokens)
             if text:
-                yield sse({"type": "transcript.text.delta", "delta": (" " if texts else "") + text})
+                yield sse(
+                    {
+                        "type": "transcript.text.delta",
+                        "delta": (" " if texts else "") + text,
+                        "segment": {
+                            "id": seg.id,
+                            "start": round(seg.start, 3),
+                            "end": round(seg.end, 3),
+                            "text": text,
+                        },
+                        "duration": round(tr.declared_duration, 3),
+                    }
+                )
                 texts.append(text)
         audio = min(round(tr.info.speech * 25), n_in)  # 25 audio tokens per second
         yield sse(
