@@ -18,6 +18,7 @@ import click
 
 if TYPE_CHECKING:
     from ..engine import AudioModel
+    from ..models.planner_memory import Plan
     from ..models.resolve import ResolvedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -238,7 +239,11 @@ def given_n_ctx(ctx: click.Context | None, opts: dict[str, Any]) -> int | None:
 
 
 def load_model(
-    opts: dict[str, Any], *, parallel: int = 1, deterministic: bool = False
+    opts: dict[str, Any],
+    *,
+    parallel: int = 1,
+    deterministic: bool = False,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> AudioModel:
     """Load the model the options name through :func:`qaudio_local.models.load.load_model`:
     say which plan was chosen (and its warnings) on stderr, show download bars.
@@ -256,6 +261,8 @@ def load_model(
         click.echo(f"using {r.spec}: {r.plan.placement()} (`qaudio plan` says why)", err=True)
         for warning in r.plan.warnings:
             click.echo(f"note: {warning}", err=True)
+        if on_plan is not None:
+            on_plan(r.plan)
 
     with bars.active():
         model = load(

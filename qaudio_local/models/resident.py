@@ -146,6 +146,13 @@ class ResidentModel:
             return "loaded" if self._model is not None else "unloaded"
 
     @property
+    def current(self) -> AudioModel | None:
+        """The model if it is loaded now (not marked in use: for a look at its facts and
+        counts, which may end at any moment; ``None`` while unloaded or loading)."""
+        with self._cond:
+            return None if self._unloading else self._model
+
+    @property
     def users(self) -> int:
         """Callers using the model now."""
         with self._cond:

@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ..errors import QAudioError
-from ..models.resident import ResidentModel, format_keep_alive
+from ..models.resident import ResidentModel
 from .access import AccessLog
-from .common import Busy, ServerState, check_model, ready
+from .common import Busy, ServerState, check_model, ready, residency
 from .http import LimitBody, RequireKey, error_response, param_of
 from .inputs import InputError
 
@@ -32,14 +32,42 @@ logger.addHandler(logging.NullHandler())
 # --- the app ------------------------------------------------------------------------------
 
 
-def create_app(state: ServerState, api_key: str | None = None) -> Any:
+def create_app(
+    state: ServerState,
+    api_key: str | None = None,
+    *,
+    ui: bool = True,
+    cors_origins: tuple[str, ...] = (),
+) -> Any:
     """The ASGI application, wrapped in the body limit and the key check, and outermost in
-    the access log (so that a 401 or a 413 is logged too)."""
+    the access log (so that a 401 or a 413 is logged too).
+
+    ``ui``: serve the page at ``/`` (:mod:`.ui`; open, like ``/health``). ``cors_origins``:
+    the other origins whose pages may call the API (none by default: CORS stays closed).
+    """
+    from .ui import OPEN_PATHS, OPEN_PREFIXES, mount_ui
+
     app = FastAPI(title="qaudio-local", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.qaudio = state
     _handlers(app)
     _routes(app, state)
-    return AccessLog(LimitBody(RequireKey(app, api_key), state.max_body))
+    if ui:
+        mount_ui(app)
+        keyed = RequireKey(app, api_key, OPEN_PATHS, OPEN_PREFIXES)
+    else:
+        keyed = RequireKey(app, api_key)
+    inner: Any = LimitBody(keyed, state.max_body)
+    if cors_origins:  # outside the key check: a preflight carries no key
+        from starlette.middleware.cors import CORSMiddleware
+
+        inner = CORSMiddleware(
+            inner,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+        )
+    return AccessLog(inner)
 
 
 def _handlers(app: FastAPI) -> None:
@@ -113,24 +141,15 @@ def _routes(app: FastAPI, state: ServerState) -> None:
 
     from .chat import chat_completions
     from .realtime import realtime
+    from .status import status_route
     from .transcriptions import audio_endpoint
+
+    app.get("/v1/status")(status_route(state))
 
     app.websocket("/v1/realtime")(realtime)
     app.post("/v1/chat/completions")(chat_completions(state))
     app.post("/v1/audio/transcriptions")(audio_endpoint(state, "transcribe"))
     app.post("/v1/audio/translations")(audio_endpoint(state, "translate"))
-
-
-def residency(resident: ResidentModel) -> dict[str, Any]:
-    """Whether the model is in memory now, and for how long it stays when idle."""
-    expires = resident.expires_in
-    return {
-        "model_state": resident.state,  # loaded, loading, unloading, unloaded
-        "keep_alive": format_keep_alive(resident.keep_alive),
-        "expires_in": None if expires is None else round(expires, 1),
-        "in_use": resident.users,
-        "loads": resident.loads,
-    }
 
 
 def _model_card(state: ServerState, resident: ResidentModel) -> dict[str, Any]:

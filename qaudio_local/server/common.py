@@ -45,6 +45,8 @@ class ServerState:
         deterministic: Live transcription runs each turn alone from an empty cache (the
             model is loaded with one sequence and flash attention off).
         sessions: Live sessions open now.
+        planned: Returns the plan the model was loaded by (``None`` for model files given
+            by path); ``GET /v1/status`` shows its arithmetic.
     """
 
     model_id: str
@@ -63,6 +65,7 @@ class ServerState:
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     created: int = field(default_factory=lambda: int(time.time()))
+    planned: Callable[[], Any] | None = None
 
 
 class Busy(Exception):
@@ -182,3 +185,17 @@ async def finish_or_hang_up(
         if not task.done() and await request.is_disconnected():
             on_hang_up()
     await task
+
+
+def residency(resident: ResidentModel) -> dict[str, Any]:
+    """Whether the model is in memory now, and for how long it stays when idle."""
+    from ..models.resident import format_keep_alive
+
+    expires = resident.expires_in
+    return {
+        "model_state": resident.state,  # loaded, loading, unloading, unloaded
+        "keep_alive": format_keep_alive(resident.keep_alive),
+        "expires_in": None if expires is None else round(expires, 1),
+        "in_use": resident.users,
+        "loads": resident.loads,
+    }

@@ -159,19 +159,30 @@ async def deny_websocket(
 
 
 class RequireKey:
-    """401 unless ``Authorization: Bearer <key>`` (only :data:`OPEN_PATHS` are open); for a
-    WebSocket, the subprotocol ``openai-insecure-api-key.<key>`` is accepted instead."""
+    """401 unless ``Authorization: Bearer <key>`` (only :data:`OPEN_PATHS` and the paths
+    ``open_paths`` adds, and what starts with one of ``open_prefixes``, are open: the page
+    and its files, which carry no data and ask for the key themselves); for a WebSocket,
+    the subprotocol ``openai-insecure-api-key.<key>`` is accepted instead."""
 
-    def __init__(self, app: ASGIApp, key: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        key: str | None,
+        open_paths: frozenset[str] = frozenset(),
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app, self.key = app, key
         self._key = (key or "").encode("utf-8")
+        self.open_paths = OPEN_PATHS | open_paths
+        self.open_prefixes = open_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket") or self.key is None:
             await self.app(scope, receive, send)
             return
-        if kind == "http" and scope.get("path") in OPEN_PATHS:
+        path = str(scope.get("path", ""))
+        if kind == "http" and (path in self.open_paths or path.startswith(self.open_prefixes)):
             await self.app(scope, receive, send)
             return
         auth = b""

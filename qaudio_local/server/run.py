@@ -67,6 +67,8 @@ class ServerSettings:
             ``None``: for ever. Ollama's default, five minutes.
         log_level: uvicorn's own messages: ``"debug"``, ``"info"``, ``"warning"`` or
             ``"error"`` (the access log is the ``qaudio_local.server.access`` logger's).
+        ui: Serve the page at ``/`` (:mod:`.ui`).
+        cors_origins: Origins of other pages allowed to call the API (CORS); none: closed.
     """
 
     host: str = "127.0.0.1"
@@ -83,12 +85,21 @@ class ServerSettings:
     deterministic: bool = False
     keep_alive: float | None = DEFAULT_KEEP_ALIVE
     log_level: str = "info"
+    ui: bool = True
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
         """The API's base URL (``http://host:port/v1``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/v1"
+
+    @property
+    def page_url(self) -> str:
+        """The page's URL (``http://host:port/``); a wildcard address as loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
 
 
 def model_names(
@@ -126,6 +137,7 @@ def run(
     on_loading: Callable[[str], None] | None = None,
     on_ready: Callable[[AudioModel], None] | None = None,
     stop: threading.Event | None = None,
+    planned: Callable[[], Any] | None = None,
 ) -> None:
     """Serve until stopped: listen now, load the model with ``load()`` in a thread.
 
@@ -139,6 +151,7 @@ def run(
         on_loading: Called with the model id before loading starts.
         on_ready: Called once the model is loaded and the server listens.
         stop: Set it to stop the server (as Ctrl+C would).
+        planned: Returns the plan ``load()`` followed (``GET /v1/status`` shows it).
 
     Raises:
         DependencyMissingError: The server extra is not installed.
@@ -172,10 +185,11 @@ def run(
         max_sessions=settings.max_sessions,
         live=settings.live,
         deterministic=settings.deterministic,
+        planned=planned,
     )
     level = settings.log_level.lower()
     config = uvicorn.Config(
-        create_app(state, settings.api_key),
+        create_app(state, settings.api_key, ui=settings.ui, cors_origins=settings.cors_origins),
         host=settings.host,
         port=settings.port,
         http=h11_protocol(),  # pure Python, and its 400s in OpenAI's error shape
