@@ -12,6 +12,20 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
+# The page's tests (tests/test_ui.py) drive the operating system's Chromium through
+# Playwright; no browser is downloaded by Playwright.
+if [ ! -x /usr/bin/chromium ] && [ -z "${QAUDIO_CHROMIUM:-}" ]; then
+    echo "== installing chromium (the page's browser tests)"
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq chromium
+    elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update -qq && sudo apt-get install -y -qq chromium
+    else
+        echo "error: the browser tests need Chromium at /usr/bin/chromium (Debian: apt-get" \
+            "install chromium), or QAUDIO_CHROMIUM=/path/to/chromium" >&2
+        exit 1
+    fi
+fi
 echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minutes)"
 "$PY" -m pip install -q --upgrade pip
 # Reference stack for the parity tests: a CPU build of torch, pinned so pip never
