@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ import webvtt
 
 from tests.support.audio import clip, make_recording
 from tests.support.browser import DESKTOP, PHONE, Watched, chromium, open_page
-from tests.support.realtime import KEY, Pair, Server, serving
+from tests.support.realtime import KEY, Pair, Server, free_port, serving
 
 pytestmark = pytest.mark.slow
 LONG = [
@@ -111,6 +113,7 @@ def enter_key(w: Watched) -> None:
     page.click("#key-ok")
     wait_until(page, "document.getElementById('model-name').textContent.length > 0")
     assert page.evaluate("sessionStorage.getItem('qaudio-api-key')") == KEY
+    assert not page.is_visible("#banner")  # no error, no banner
 
 
 @pytest.fixture
@@ -208,12 +211,12 @@ def test_key_prompt_then_typed_turns_reuse_the_cache(page: Watched, shots: Path)
     second = answered(page, 2).inner_text()
     reused = int(re.search(r"(\d+) reused", second).group(1))  # type: ignore[union-attr]
     assert reused > 0  # the first exchange's prefix came from the server's cache
-    p.screenshot(path=str(shots / "talk-desktop.png"))
+    p.screenshot(path=str(shots / "talk-typed-desktop.png"))
     p.click("#talk-clear")
     assert p.locator("#talk-log li").count() == 0
 
 
-def test_file_turn_with_inline_player(page: Watched, files: dict[str, Path]) -> None:
+def test_file_turn_with_inline_player(page: Watched, files: dict[str, Path], shots: Path) -> None:
     p = page.page
     p.set_input_files("#talk-file", str(files["clip"]))
     p.wait_for_selector("#talk-attachments li audio")
@@ -225,6 +228,7 @@ def test_file_turn_with_inline_player(page: Watched, files: dict[str, Path]) -> 
     assert user.locator("audio").evaluate("a => a.src.startsWith('blob:')")
     audio_tokens = int(re.search(r"prompt (\d+) tokens", answer).group(1))  # type: ignore[union-attr]
     assert audio_tokens > 6 * 25  # 6.4 s of audio at 25 tokens a second, and the text
+    p.screenshot(path=str(shots / "talk-desktop.png"))
 
 
 def test_retry_and_stop(page: Watched, server: Server, files: dict[str, Path]) -> None:
@@ -261,6 +265,12 @@ def test_recorded_turn_from_the_microphone(page: Watched) -> None:
     assert "recording 1" in user.inner_text() and user.locator("audio").count() == 1
     tokens = int(re.search(r"prompt (\d+) tokens", answer).group(1))  # type: ignore[union-attr]
     assert tokens > 2 * 25  # two seconds or more of audio reached the model
+    p.hover("#talk-mic")  # held down, it records until it is let go
+    p.mouse.down()
+    wait_until(p, "/Recording: [1-9]/.test(document.getElementById('talk-rec-status').textContent)")
+    p.mouse.up()
+    answered(page, 2)
+    assert "recording 2" in p.locator("#talk-log .user").nth(1).inner_text()
 
 
 def test_bad_audio_gives_the_servers_message(page: Watched, files: dict[str, Path]) -> None:
@@ -303,6 +313,7 @@ def test_transcribe_click_to_play_and_downloads(
     assert "playing" in (second.get_attribute("class") or "")
     assert second.get_attribute("aria-current") == "true"
     assert "playing" not in (segs.nth(0).get_attribute("class") or "")
+    p.evaluate("window.scrollTo(0, 0)")
     p.screenshot(path=str(shots / "transcribe-desktop.png"))
     got = {}
     for fmt in ("text", "srt", "vtt", "json", "verbose_json"):
@@ -423,3 +434,71 @@ def test_no_ui_and_cors_origin(tiny_gguf: Pair, tmp_path: Path) -> None:
             headers={"Origin": "http://x.test", "Authorization": f"Bearer {KEY}"},
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_qaudio_ui_opens_the_page_in_a_browser(tiny_gguf: Pair, tmp_path: Path) -> None:
+    """``qaudio ui`` serves, then hands the page's URL to the browser (``$BROWSER`` here: a
+    script that writes down what it was given)."""
+    opened = tmp_path / "opened.txt"
+    fake = tmp_path / "browser.sh"
+    fake.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    fake.chmod(0o755)
+    port = free_port()
+    args = [sys.executable, "-m", "qaudio_local", "ui", "--port", str(port), "--threads", "2"]
+    args += ["--model-file", str(tiny_gguf[0]), "--mmproj-file", str(tiny_gguf[1])]
+    env = dict(os.environ, BROWSER=f"{fake} %s", QAUDIO_HOME=str(tmp_path / "q"))
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (opened.exists() and opened.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert opened.read_text().strip() == f"http://127.0.0.1:{port}/"
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and f"page: http://127.0.0.1:{port}/" in err.decode()
+
+
+def test_busy_server_banner_says_when_to_retry(
+    tiny_gguf: Pair, tmp_path: Path, browser: Any, files: dict[str, Path]
+) -> None:
+    """A server with every place taken answers 429 with Retry-After: the banner says the
+    server's words and when to retry, and the turn goes back to the composer."""
+    import threading
+
+    x, rate = sf.read(files["long"], dtype="float32")
+    sf.write(tmp_path / "longer.wav", np.concatenate([x] * 4), rate, subtype="PCM_16")
+    with serving(tiny_gguf, tmp_path, "--parallel", "1", "--max-queue", "0") as s:
+        busy = threading.Thread(
+            target=httpx.post,
+            args=(f"{s.url}/v1/audio/transcriptions",),
+            kwargs={
+                "headers": {"Authorization": f"Bearer {KEY}"},
+                "files": {"file": ("a.wav", (tmp_path / "longer.wav").read_bytes())},
+                "data": {"model": "tiny-qwen2-audio.F32"},
+                "timeout": 120,
+            },
+        )
+        with open_page(browser, s.url + "/") as w:
+            enter_key(w)
+            busy.start()
+            deadline = time.monotonic() + 20
+            while not _in_flight(s.url):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            w.page.fill("#talk-input", "are you there?")
+            w.page.click("#talk-send")
+            w.page.wait_for_selector("#banner:not([hidden])")
+            text = w.page.inner_text("#banner-text")
+            assert "the server is busy" in text and text.endswith("(retry in 1 s)")
+            assert w.page.get_attribute("#banner", "data-status") == "429"
+            assert w.page.input_value("#talk-input") == "are you there?"
+            same_origin(w, s.url)
+        busy.join(timeout=120)
+
+
+def _in_flight(url: str) -> bool:
+    r = httpx.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {KEY}"})
+    return bool(r.json()["busy"])

@@ -8,6 +8,7 @@ let pending = []; // attachments of the next turn: {name, bytes, format, url}
 let running = null; // the AbortController of the answer being streamed
 let mic = null;
 let recordings = 0;
+const HOLD_MS = 600; // a press longer than this is a hold: letting go sends
 let lastTurn = null; // the last user turn {text, atts, li}: given back to the composer on an error
 
 function el(tag, cls, text) {
@@ -243,7 +244,21 @@ export function setupTalk() {
     view.classList.remove("dragging");
     attach([...e.dataTransfer.files]);
   });
-  $("talk-mic").addEventListener("click", toggleMic);
+  // the microphone button: a click toggles, holding it records until it is let go
+  // (a keyboard's Enter or Space arrives as a click with no pointer: a toggle)
+  const micButton = $("talk-mic");
+  let heldSince = 0;
+  micButton.addEventListener("pointerdown", () => {
+    heldSince = mic ? 0 : performance.now();
+    toggleMic();
+  });
+  micButton.addEventListener("pointerup", () => {
+    if (mic && heldSince && performance.now() - heldSince > HOLD_MS) toggleMic();
+    heldSince = 0;
+  });
+  micButton.addEventListener("click", (e) => {
+    if (e.detail === 0) toggleMic();
+  });
   $("talk-stop").addEventListener("click", stop);
   $("talk-retry").addEventListener("click", retry);
   $("talk-clear").addEventListener("click", clear);
