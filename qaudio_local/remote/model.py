@@ -78,13 +78,15 @@ class RemoteModel:
         keep_cache: bool = True,
         cold: bool = False,
     ) -> Generation:
-        """As :meth:`AudioModel.stream` (``keep_cache`` and ``cold`` are the servers'
-        business and ignored). ``start()`` queues the request without waiting."""
+        """As :meth:`AudioModel.stream`. ``start()`` queues the request without waiting.
+        The answer is streamed as it comes, except with ``keep_cache=False`` (one-off
+        prompts: long-form segments), which asks for it whole (a failed request is then
+        simply sent again elsewhere). ``cold`` is the servers' business and ignored."""
         sampling = sampling or SamplingOptions()
         system = None if system_prompt == DEFAULT_SYSTEM_PROMPT else system_prompt
         msgs = api_messages(prompt, audio, messages, system, DEFAULT_PROMPT)
         seconds = _audio_seconds(audio, messages)
-        body = request_body(self.model_id, msgs, sampling, stream=messages is not None)
+        body = request_body(self.model_id, msgs, sampling, stream=keep_cache)
         return _remote_generation(self, body, seconds, len(messages or ()))
 
     def generate(

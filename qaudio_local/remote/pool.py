@@ -272,9 +272,15 @@ class ServerPool:
                 self.on_change()
 
     def _send(self, srv: _Server, job: Job) -> None:
+        if srv.card is None:  # down when the pool started: ask it what it serves first
+            card, why = self._probe(srv.client, srv.spec)
+            if card is None:
+                raise ConnectionError(why)
+            srv.card = card
         url = f"{srv.spec.base}/chat/completions"
+        body = {**job.body, "model": srv.card.model}  # each server's own name for it
         t0 = time.monotonic()
-        with srv.client.stream("POST", url, json=job.body) as r:
+        with srv.client.stream("POST", url, json=body) as r:
             if r.status_code != 200:
                 raw = r.read()
                 status = r.status_code
