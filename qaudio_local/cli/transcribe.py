@@ -29,9 +29,7 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Where a recording is, on stderr: a line redrawn on a terminal, JSON lines if asked."""
 
-    def __init__(
-        self, name: str, total: float, as_json: bool, servers: Any = None
-    ) -> None:
+    def __init__(self, name: str, total: float, as_json: bool, servers: Any = None) -> None:
         self.name, self.total, self.as_json = name, total, as_json
         self.servers = servers  # a RemoteModel: each server's share is shown too
         self.t0 = time.monotonic()
