@@ -94,5 +94,5 @@ def read_card(body: Any) -> ServerCard:
     if not (isinstance(parallel, int) and 1 <= parallel <= MAX_CAPACITY):
         parallel = None
     meta = card.get("meta") if isinstance(card.get("meta"), dict) else {}
-    ctx = ctx or meta.get("n_ctx_train")  # llama-server
+    ctx = ctx or meta.get("n_ctx") or meta.get("n_ctx_train")  # llama-server (per slot)
     return ServerCard(model, parallel, ctx if isinstance(ctx, int) and ctx > 0 else None)

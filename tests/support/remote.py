@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .served import KEY, Served, free_port, wait_ready
+from tests.support.served import KEY, Served, free_port, wait_ready
 
 Pair = tuple[Path, Path]
 
