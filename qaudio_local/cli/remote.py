@@ -75,6 +75,16 @@ def servers_given(opts: dict[str, Any]) -> list[str]:
     return [s for s in re.split(r"[,\s]+", env) if s]
 
 
+def first_server() -> str | None:
+    """For ``qaudio listen`` (a live session is one connection): the first server that
+    $QAUDIO_SERVERS / $QAUDIO_SERVER name, without its ``@N``."""
+    given = servers_given({})
+    if not given:
+        return None
+    head, at, tail = given[0].rpartition("@")
+    return head if at and tail.isdigit() else given[0]
+
+
 def check_remote_usage(ctx: click.Context, opts: dict[str, Any]) -> bool:
     """Whether the model is remote; usage errors for options that do not go with that."""
 
