@@ -31,9 +31,10 @@ class RemoteOptions:
     """The part of ``ModelOptions`` the pipeline reads.
 
     Attributes:
-        n_parallel: Requests the pipeline keeps under way: twice what the servers take at
-            once, so that a server that finishes finds the next one queued while the
-            pipeline waits for an earlier segment on a slower server.
+        n_parallel: Requests the pipeline keeps under way: what the servers take at once
+            and up to three times as many queued (at most 32 more), so that a server that
+            finishes finds the next one queued while the pipeline waits for an earlier
+            segment on a slower server.
         resolved_flash_attn: ``"off"``: determinism is each server's (see the module).
         audio_path: ``"remote"`` (journals of local runs are not reused, nor the reverse).
     """
@@ -61,7 +62,7 @@ class RemoteModel:
     def __init__(self, pool: ServerPool) -> None:
         self.pool = pool
         self.model_id = pool.card.model
-        self.options = RemoteOptions(n_parallel=2 * pool.capacity)
+        self.options = RemoteOptions(n_parallel=pool.capacity + min(3 * pool.capacity, 32))
         self.model_info = _FileInfo(Path(self.model_id.replace("/", "_")))
         self.projector_info = _FileInfo(Path("remote"))
         self.n_ctx = pool.card.context_length or DEFAULT_N_CTX

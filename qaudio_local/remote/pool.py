@@ -113,6 +113,25 @@ class _Server:
         self.retry_at = 0.0 if card else time.monotonic() + FIRST_PROBE_S
         self.probe_s = FIRST_PROBE_S
         self.stats.set_aside = card is None
+        self.rate: float | None = None  # seconds of audio per second, per slot (learnt)
+        self.running: dict[int, tuple[float, float]] = {}  # job -> (start, audio seconds)
+
+    def learn(self, audio_seconds: float, elapsed: float) -> None:
+        if audio_seconds > 0 and elapsed > 0:
+            r = audio_seconds / elapsed
+            self.rate = r if self.rate is None else 0.7 * self.rate + 0.3 * r
+
+    def finish_estimate(self, job: Job, now: float, rate: float) -> float:
+        """When this server would finish ``job`` if given it now (or when a slot frees:
+        a request past its estimate is assumed to take as long again as it has)."""
+        free_at = now
+        if len(self.running) >= self.stats.capacity:
+            ends = []
+            for start, audio in self.running.values():
+                end = start + audio / rate
+                ends.append(end if end > now else now + (now - start))
+            free_at = min(ends)
+        return free_at + job.audio_seconds / rate
 
 
 class ServerPool:
@@ -230,6 +249,20 @@ class ServerPool:
                 self._queue.remove(job)
         job.put(ServerConnectionError("cancelled", url=""))
 
+    def _best_elsewhere(self, srv: _Server, job: Job, now: float) -> bool:
+        """Whether another server would finish ``job`` clearly sooner than ``srv`` (its
+        speed learnt from its answers so far): then ``srv`` leaves it to that one. Keeps a
+        slow server from taking the last requests of a job while fast ones idle."""
+        known = [s.rate for s in self.servers if s.rate]
+        default = sum(known) / len(known) if known else 1.0
+        mine = srv.finish_estimate(job, now, srv.rate or default)
+        for other in self.servers:
+            if other is srv or other.stats.set_aside or job.avoid == other.spec.name:
+                continue
+            if other.finish_estimate(job, now, other.rate or default) < 0.9 * mine - 0.05:
+                return True
+        return False
+
     def _take(self, srv: _Server) -> Job | None:
         """The next job this server may run (None when the pool closes)."""
         with self._cond:
@@ -248,7 +281,11 @@ class ServerPool:
                         if job.not_before > now:
                             wait = min(wait, job.not_before - now)
                             continue
+                        if self._best_elsewhere(srv, job, now):
+                            wait = min(wait, 0.05)
+                            break
                         self._queue.remove(job)
+                        srv.running[id(job)] = (now, job.audio_seconds)
                         return job
                 self._cond.wait(timeout=max(0.01, wait))
 
@@ -322,6 +359,9 @@ class ServerPool:
 
     def _ok(self, srv: _Server, job: Job, t0: float, *, used: bool) -> None:
         with self._cond:
+            srv.running.pop(id(job), None)
+            if used:
+                srv.learn(job.audio_seconds, time.monotonic() - t0)
             srv.in_a_row = 0
             srv.probe_s = FIRST_PROBE_S
             srv.stats.set_aside = False
@@ -334,6 +374,7 @@ class ServerPool:
     def _failed(self, srv: _Server, job: Job, exc: BaseException) -> None:
         why = _why(exc)
         with self._cond:
+            srv.running.pop(id(job), None)
             srv.stats.failures += 1
             srv.stats.last_error = why
             srv.in_a_row += 1
