@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from qaudio_dev.remote_bench import (
     make_recording,
