@@ -246,3 +246,34 @@ def test_chat_with_server_reuses_earlier_turns(plain: Served, tmp_path: Path) ->
     (p1, r1), (p2, r2) = stats
     assert p1 - r1 > 100  # the clip (~4 s, 100+ audio tokens) computed once ...
     assert r2 >= p1 and p2 - r2 < 40  # ... then reused: turn 2 computes its own words only
+
+
+def test_answers_read_from_other_servers() -> None:
+    """The ids of llama-server ("id") and of vLLM (--return-tokens-as-token-ids); an answer
+    that is not a chat completion is an AnswerError (the pool sends it elsewhere)."""
+    from qaudio_local.remote.wire import AnswerError, StreamReader, read_answer
+
+    vllm = {
+        "choices": [
+            {
+                "message": {"content": "hi there"},
+                "finish_reason": "length",
+                "logprobs": {"content": [{"token": "token_id:12", "logprob": -0.5}]},
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+    }
+    _, res = read_answer(json.dumps(vllm).encode(), 1.5, 10.0)
+    assert (res.text, res.tokens, res.logprobs, res.finish_reason) == (
+        "hi there", (12,), (-0.5,), "length",
+    )  # fmt: skip
+    assert res.usage.prompt_tokens == 9 and res.usage.audio_seconds == 1.5
+    for bad in (b"", b"<html>", b'{"choices": []}', b'{"choices": [{"message": {}}]}'):
+        with pytest.raises(AnswerError):
+            read_answer(bad, 0.0, 1.0)
+    reader = StreamReader(0.0)
+    reader.feed('data: {"choices": [{"delta": {"content": "par"}}]}')
+    with pytest.raises(AnswerError, match="ended before its end"):
+        reader.result(1.0)  # no finish_reason, no [DONE]: a truncated stream
+    with pytest.raises(AnswerError, match="the server stopped"):
+        reader.feed('data: {"error": {"message": "out of memory"}}')

@@ -4,8 +4,9 @@ that a server decoding it hears what the local path would), and an answer read b
 the engine's :class:`~qaudio_local.engine.results.Result`.
 
 Token ids come from the ``id`` of each ``logprobs.content`` entry (llama-server sends it,
-and so does ``qaudio serve``; other servers leave the ids out, and segments then carry
-none)."""
+and so does ``qaudio serve``), or from tokens named ``token_id:N`` (vLLM with
+``--return-tokens-as-token-ids``); other servers leave the ids out, and segments then
+carry none."""
 
 from __future__ import annotations
 
@@ -128,6 +129,9 @@ def _chunks(entries: list[dict[str, Any]]) -> list[Chunk]:
     out = []
     for e in entries:
         lp, tid = e.get("logprob"), e.get("id")
+        name = str(e.get("token", ""))
+        if tid is None and name.startswith("token_id:") and name[9:].isdigit():
+            tid = int(name[9:])  # vLLM's --return-tokens-as-token-ids
         out.append(
             Chunk(
                 str(e.get("token", "")),
