@@ -56,7 +56,8 @@ _OPTIONS = [
         type=click.FloatRange(0.1, 86400),
         default=600.0,
         show_default=True,
-        help="Seconds to wait for a server's next bytes before the request goes elsewhere.",
+        help="Seconds a server may take over a request's answer (and may stay silent) "
+        "before the request goes elsewhere.",
     ),
 ]
 

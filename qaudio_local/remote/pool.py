@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..engine.results import Chunk, Result
 from ..errors import ServerConnectionError
@@ -29,6 +29,7 @@ from .wire import AnswerError, StreamReader, error_message, read_answer
 SET_ASIDE_AFTER = 2  # failures in a row
 FIRST_PROBE_S = 2.0  # a set-aside server is tried again after this, doubling up to ...
 LAST_PROBE_S = 30.0
+T = TypeVar("T")
 BACKOFF_S = 0.2  # before a failed request is sent again, doubling per attempt up to 2 s
 
 
@@ -140,8 +141,9 @@ class ServerPool:
     Args:
         specs: The servers.
         api_key: Sent as ``Authorization: Bearer`` to every server.
-        timeout: Seconds a request may wait for the next bytes of its answer (a stalled
-            server is given up after this, and the request is sent elsewhere).
+        timeout: Seconds a request's answer may take in all, and may stay silent (a
+            stalled or dripping server is given up after this, and the request is sent
+            elsewhere).
         connect_timeout: Seconds to open a connection.
         on_change: Called (from a worker thread) when a request ends or a server is set
             aside (for progress).
@@ -331,7 +333,7 @@ class ServerPool:
                     )
                 raise ConnectionError(why)
             if not job.stream:
-                raw = r.read()
+                raw = b"".join(self._within(r.iter_bytes(), t0))
                 ms = (time.monotonic() - t0) * 1000
                 chunks, result = read_answer(raw, job.audio_seconds, ms)
                 if job.cancelled:
@@ -342,7 +344,7 @@ class ServerPool:
                 return
             reader = StreamReader(job.audio_seconds)
             sent = 0
-            for line in r.iter_lines():
+            for line in self._within(r.iter_lines(), t0):
                 new = reader.feed(line)
                 if new and job.attempts == 0 and not job.cancelled:
                     for c in new:  # streamed as they come (a retried stream is sent whole)
@@ -356,6 +358,14 @@ class ServerPool:
                 for c in reader.chunks:
                     job.put(c)
             job.put(result)
+
+    def _within(self, parts: Iterator[T], t0: float) -> Iterator[T]:
+        """``parts`` of an answer, as long as the whole answer takes under the timeout (a
+        server that sends a byte now and then never trips the timeout between reads)."""
+        for part in parts:
+            if time.monotonic() - t0 > self.timeout:
+                raise TimeoutError(f"the answer took over {self.timeout:g} s")
+            yield part
 
     def _ok(self, srv: _Server, job: Job, t0: float, *, used: bool) -> None:
         with self._cond:

@@ -9,14 +9,15 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("500", "garbage", "truncated", "stall")
+MODES = ("500", "garbage", "truncated", "stall", "drip")
 
 
 class StandIn:
     """Serves ``GET /v1/models`` properly and fails every ``POST /v1/chat/completions``
     with ``modes`` in turn: ``500``, ``garbage`` (200 with a body that is not JSON),
     ``truncated`` (a Content-Length longer than what is sent, then the connection is
-    closed), ``stall`` (the request is read, and nothing ever comes back until stopped).
+    closed), ``stall`` (the request is read, and nothing ever comes back until stopped),
+    ``drip`` (a 200 whose body comes one byte every 0.2 s, never ending).
     ``posts`` counts the completions asked for, by mode."""
 
     def __init__(self, modes: tuple[str, ...] = MODES, model: str = "stand-in") -> None:
@@ -51,6 +52,17 @@ class StandIn:
                     self.wfile.write(b'{"choices": [{"message": {"content": "half')
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                elif mode == "drip":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()  # no length: the body ends when the socket does
+                    while not outer.stopping.wait(0.2):
+                        try:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                        except OSError:
+                            break
                     self.close_connection = True
                 else:  # stall: hold the socket open, say nothing
                     outer.stopping.wait(120)
