@@ -181,7 +181,7 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
       qaudio transcribe field.wav --prompt "Describe the sounds and who speaks." -o all
       qaudio transcribe archive/ --server http://gpu1:8000 --server http://gpu2:8000@4
 
-    With --server the segments (and files) go to whichever server has room; a request
+    With --server the segments go to whichever server has room (files in turn); a request
     that fails is sent to another one, and a server that keeps failing is set aside and
     tried again later. --deterministic then runs the servers' requests side by side:
     start them with `qaudio serve --deterministic` for outputs equal to a local run's.
