@@ -277,3 +277,21 @@ def test_answers_read_from_other_servers() -> None:
         reader.result(1.0)  # no finish_reason, no [DONE]: a truncated stream
     with pytest.raises(AnswerError, match="the server stopped"):
         reader.feed('data: {"error": {"message": "out of memory"}}')
+
+
+def test_a_slow_server_leaves_the_last_requests_to_a_fast_one() -> None:
+    from qaudio_local.remote.schedule import Slot, pick
+
+    fast_busy, slow_free = Slot("fast", 1.0, 8.0), Slot("slow", 0.0, 1.0)
+    slots = [fast_busy, slow_free]
+    # one 8 s request: the fast server, free in 1 s, ends it at 2 s; the slow one at 8 s
+    assert pick("slow", slots, [(8.0, None)], 0.0) is None
+    # six: the fast server still ends them all (at 7 s) before the slow one would end one;
+    # ten: it cannot, and the slow one takes the seventh
+    assert pick("slow", slots, [(8.0, None)] * 6, 0.0) is None
+    assert pick("slow", slots, [(8.0, None)] * 10, 0.0) == 6
+    # near-equal: the free one takes it (nobody waits for a small gain)
+    assert pick("slow", [Slot("fast", 0.5, 1.0), slow_free], [(8.0, None)], 0.0) == 0
+    # a request that failed on the fast server is not laid on it again
+    assert pick("slow", slots, [(8.0, "fast")], 0.0) == 0
+    assert pick("fast", [Slot("fast", 0.0, 8.0)], [(8.0, "fast")], 0.0) == 0  # unless alone

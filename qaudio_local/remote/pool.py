@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from ..engine.results import Chunk, Result
 from ..errors import ServerConnectionError
+from .schedule import Slot, pick, slot_free_at
 from .servers import ServerCard, ServerSpec, read_card
 from .wire import AnswerError, StreamReader, error_message, read_answer
 
@@ -121,18 +122,6 @@ class _Server:
         if audio_seconds > 0 and elapsed > 0:
             r = audio_seconds / elapsed
             self.rate = r if self.rate is None else 0.7 * self.rate + 0.3 * r
-
-    def finish_estimate(self, job: Job, now: float, rate: float) -> float:
-        """When this server would finish ``job`` if given it now (or when a slot frees:
-        a request past its estimate is assumed to take as long again as it has)."""
-        free_at = now
-        if len(self.running) >= self.stats.capacity:
-            ends = []
-            for start, audio in self.running.values():
-                end = start + audio / rate
-                ends.append(end if end > now else now + (now - start))
-            free_at = min(ends)
-        return free_at + job.audio_seconds / rate
 
 
 class ServerPool:
@@ -251,19 +240,19 @@ class ServerPool:
                 self._queue.remove(job)
         job.put(ServerConnectionError("cancelled", url=""))
 
-    def _best_elsewhere(self, srv: _Server, job: Job, now: float) -> bool:
-        """Whether another server would finish ``job`` clearly sooner than ``srv`` (its
-        speed learnt from its answers so far): then ``srv`` leaves it to that one. Keeps a
-        slow server from taking the last requests of a job while fast ones idle."""
+    def _slots(self, srv: _Server, now: float) -> list[Slot]:
+        """Every slot of the servers that are up (and ``srv``), for :func:`pick`."""
         known = [s.rate for s in self.servers if s.rate]
         default = sum(known) / len(known) if known else 1.0
-        mine = srv.finish_estimate(job, now, srv.rate or default)
-        for other in self.servers:
-            if other is srv or other.stats.set_aside or job.avoid == other.spec.name:
+        out = []
+        for s in self.servers:
+            if s.stats.set_aside and s is not srv:
                 continue
-            if other.finish_estimate(job, now, other.rate or default) < 0.9 * mine - 0.05:
-                return True
-        return False
+            rate = s.rate or default
+            busy = [slot_free_at(a, b, rate, now) for a, b in s.running.values()]
+            free = [now] * max(0, s.stats.capacity - len(busy))
+            out += [Slot(s.spec.name, t, rate) for t in [*free, *busy]]
+        return out
 
     def _take(self, srv: _Server) -> Job | None:
         """The next job this server may run (None when the pool closes)."""
@@ -276,19 +265,18 @@ class ServerPool:
                 if srv.stats.set_aside and now < srv.retry_at:
                     wait = srv.retry_at - now
                 else:
-                    others = any(not s.stats.set_aside for s in self.servers if s is not srv)
-                    for job in self._queue:
-                        if job.avoid == srv.spec.name and others:
-                            continue  # another server should try it first
-                        if job.not_before > now:
-                            wait = min(wait, job.not_before - now)
-                            continue
-                        if self._best_elsewhere(srv, job, now):
-                            wait = min(wait, 0.05)
-                            break
+                    ready = [j for j in self._queue if j.not_before <= now][:64]
+                    later = [j.not_before - now for j in self._queue if j.not_before > now]
+                    wait = min([wait, *later])
+                    jobs = [(j.audio_seconds, j.avoid) for j in ready]
+                    i = pick(srv.spec.name, self._slots(srv, now), jobs, now) if ready else None
+                    if i is not None:
+                        job = ready[i]
                         self._queue.remove(job)
                         srv.running[id(job)] = (now, job.audio_seconds)
                         return job
+                    if ready:
+                        wait = min(wait, 0.05)  # faster servers will take them; look again
                 self._cond.wait(timeout=max(0.01, wait))
 
     def _work(self, srv: _Server) -> None:
