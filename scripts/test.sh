@@ -32,6 +32,9 @@ echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minu
 # pulls a multi-GB GPU build, then transformers.
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e ".[test,parity,server]"
+echo "== llama-server (llama.cpp's own, a backend in tests/test_remote_llama_server.py;"
+echo "   built once into ~/.cache/qaudio-dev, about 10 minutes on 2 cores the first time)"
+"$PY" scripts/build_llama_server.py
 echo "== ruff"
 "$VENV/bin/ruff" check qaudio_local qaudio_dev tests scripts
 "$VENV/bin/ruff" format --check qaudio_local qaudio_dev tests scripts

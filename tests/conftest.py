@@ -28,6 +28,8 @@ def _isolated_home(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.delenv("QAUDIO_DEBUG", raising=False)
+    for name in ("QAUDIO_SERVER", "QAUDIO_SERVERS", "QAUDIO_API_KEY"):  # else the CLI goes remote
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ LAYERS = {
     "engine": 2,
     "convert": 3,
     "models": 3,
+    "remote": 3,
     "selftest": 4,
     "transcription": 4,
     "chat": 4,

@@ -156,6 +156,20 @@ def test_the_key_from_a_file(recording: Any, tmp_path: Path) -> None:
     assert result.exit_code == 0 and peer.headers["Authorization"] == "Bearer peer-key"
 
 
+def test_the_server_and_key_from_the_environment(
+    recording: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for transcribe, run and chat: $QAUDIO_SERVERS (the first; its @N means nothing to
+    one live session) and $QAUDIO_API_KEY."""
+    path, truth = recording
+    with running(Peer(script(truth))) as peer:
+        monkeypatch.setenv("QAUDIO_SERVERS", f"{peer.url}@3, http://127.0.0.1:9")
+        monkeypatch.setenv("QAUDIO_API_KEY", "peer-key")
+        result = invoke("listen", "-i", path, "--speed", "0")
+    assert result.exit_code == 0, result.stderr
+    assert peer.headers["Authorization"] == "Bearer peer-key"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -173,6 +173,8 @@ def test_logprobs_and_stop(server: str) -> None:
     )
     lps = r.choices[0].logprobs.content  # type: ignore[union-attr]
     assert len(lps) == r.usage.completion_tokens and all(t.logprob <= 0 for t in lps)  # type: ignore[union-attr]
+    # each entry names its token id too ("id", as llama-server does): remote clients keep them
+    assert all(isinstance((t.model_extra or {}).get("id"), int) for t in lps)
     free = c.chat.completions.create(
         model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "Tell"}]
     )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -104,32 +105,54 @@ def llama_tools(
         if (given / "llama-bench").is_file():
             return given, f"given: {given}"
         return None, f"--llama-bin {given} has no llama-bench"
+    return build_llama_cpp(work, ("llama-bench", "llama-batched-bench"), log)
+
+
+def dev_cache() -> Path:
+    """Where tooling builds that outlive a clone are kept (``QAUDIO_DEV_CACHE`` or
+    ``~/.cache/qaudio-dev``): CI on a clean clone builds llama-server once, not per run."""
+    given = os.environ.get("QAUDIO_DEV_CACHE")
+    return Path(given) if given else Path.home() / ".cache" / "qaudio-dev"
+
+
+def llama_server(log: Callable[[str], None]) -> tuple[Path | None, str]:
+    """Return (path of llama.cpp's own llama-server, how) or (None, why not): built once
+    from the sources vendored in the installed llama-cpp-python's sdist, cached."""
+    folder, how = build_llama_cpp(dev_cache(), ("llama-server",), log)
+    return (None if folder is None else folder / "llama-server"), how
+
+
+def build_llama_cpp(
+    work: Path, targets: tuple[str, ...], log: Callable[[str], None]
+) -> tuple[Path | None, str]:
+    """Build llama.cpp's native ``targets`` from the llama-cpp-python sdist of the installed
+    version into ``work/llama.cpp-<version>`` (kept: a later call with the binaries present
+    costs nothing). Return (the folder of the binaries, how) or (None, why not)."""
     import llama_cpp
 
     version = llama_cpp.__version__
     base = work / f"llama.cpp-{version}"
-    binary = base / "build" / "bin" / "llama-bench"
-    if binary.is_file():
-        return binary.parent, f"built from the llama-cpp-python {version} sdist, cached in {base}"
-    log(f"building llama-bench from the llama-cpp-python {version} sdist into {base} (minutes)")
+    bins = base / "build" / "bin"
+    how = f"built from the llama-cpp-python {version} sdist, cached in {base}"
+    if all((bins / t).is_file() for t in targets):
+        return bins, how
+    log(f"building {', '.join(targets)} from the llama-cpp-python {version} sdist into {base}")
     base.mkdir(parents=True, exist_ok=True)
     src = base / "src" / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
     steps = [
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-        + [f"llama-cpp-python=={version}", "-d", str(base / "sdist")],
         ["cmake", "-S", str(src), "-B", str(base / "build"), "-DCMAKE_BUILD_TYPE=Release"]
-        + ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF"],
-        ["cmake", "--build", str(base / "build"), "--target", "llama-bench"]
-        + ["llama-batched-bench", "-j", str(os.cpu_count() or 1)],
+        + ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=ON"]
+        # the server's web page is neither built (npm) nor downloaded: the API is enough
+        + ["-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"],
+        ["cmake", "--build", str(base / "build"), "--target", *targets]
+        + ["-j", str(os.cpu_count() or 1)],
     ]
     with (base / "build.log").open("w") as logfile:
-        for i, cmd in enumerate(steps):
-            if i == 1:
-                sdist = next((base / "sdist").glob("llama_cpp_python-*.tar.gz"), None)
-                if sdist is None:
-                    return None, "pip download left no llama_cpp_python-*.tar.gz"
-                with tarfile.open(sdist) as tar:
-                    tar.extractall(base / "src", filter="data")
+        if not src.is_dir():
+            why = _fetch_sdist(base, version, logfile)
+            if why:
+                return None, why
+        for cmd in steps:
             try:
                 rc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT).returncode
             except OSError as exc:
@@ -137,7 +160,22 @@ def llama_tools(
             if rc != 0:
                 tail = (base / "build.log").read_text(errors="replace").strip().splitlines()[-3:]
                 return None, f"`{shlex.join(cmd[:3])} ...` failed ({rc}): {' / '.join(tail)}"
-    return binary.parent, f"built from the llama-cpp-python {version} sdist, cached in {base}"
+    return bins, how
+
+
+def _fetch_sdist(base: Path, version: str, logfile: IO[str]) -> str:
+    """Download and unpack the sdist into ``base/src``; return why not, or ''."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    cmd += [f"llama-cpp-python=={version}", "-d", str(base / "sdist")]
+    sdist = next((base / "sdist").glob("llama_cpp_python-*.tar.gz"), None)
+    if sdist is None:
+        rc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT).returncode
+        sdist = next((base / "sdist").glob("llama_cpp_python-*.tar.gz"), None)
+        if rc != 0 or sdist is None:
+            return f"`pip download llama-cpp-python=={version}` left no sdist ({rc})"
+    with tarfile.open(sdist) as tar:
+        tar.extractall(base / "src", filter="data")
+    return ""
 
 
 def build_in_child(work: Path, sizes: Sizes, quants: tuple[str, ...]) -> Models:

@@ -23,6 +23,7 @@ from ..config import DEFAULT_SYSTEM_PROMPT
 from ..errors import QAudioError
 from .main import handle_errors, main
 from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
+from .remote import check_remote_usage, open_servers, server_options
 
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int}
 WARN_AT = 0.75  # of the context used
@@ -314,6 +315,7 @@ class ChatSession:
 )
 @sampling_options
 @model_options
+@server_options
 @handle_errors
 def chat(audio: tuple[Path, ...], system_prompt: str, **opts: Any) -> None:
     """Talk with the model about audio and text, in the terminal.
@@ -327,14 +329,17 @@ def chat(audio: tuple[Path, ...], system_prompt: str, **opts: Any) -> None:
       qaudio chat
       qaudio chat meeting.wav --system "You are a concise note taker."
       qaudio chat -m qwen2-audio:Q5_K_M --temperature 0.7
+      qaudio chat --server http://gpu-box:8000 --api-key-file key.txt
     """
     from ..chat import Conversation
 
-    check_model_options(opts)
+    remote = check_remote_usage(click.get_current_context(), opts)
+    if not remote:
+        check_model_options(opts)
     for p in audio:
         if not p.is_file():
             raise click.BadParameter(f"no such file: {p}", param_hint="AUDIO")
-    with load_model(opts) as model:
+    with open_servers(opts) if remote else load_model(opts) as model:
         conv = Conversation(model, system=system_prompt, sampling=sampling_from(opts))
         session = ChatSession(conv)
         note(

@@ -22,6 +22,7 @@ from ..transcription.writers import FORMATS
 from .listen_server import local_server
 from .main import handle_errors, main
 from .options import Finite, check_model_options, model_options
+from .remote import api_key, first_server
 from .transcribe import output_formats
 
 LOCAL_ONLY = (  # model options that only mean something for the local server
@@ -133,9 +134,10 @@ LOCAL_ONLY = (  # model options that only mean something for the local server
     "--server",
     metavar="URL",
     default=None,
-    help="Use a running `qaudio serve` (e.g. http://HOST:8000) instead of loading the model.",
+    help="Use a running `qaudio serve` (e.g. http://HOST:8000) instead of loading the model "
+    "(default: $QAUDIO_SERVER, or the first of $QAUDIO_SERVERS, as for transcribe).",
 )
-@click.option("--api-key", default=None, help="The key of --server.")
+@click.option("--api-key", default=None, help="The key of --server (default $QAUDIO_API_KEY).")
 @click.option(
     "--api-key-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -173,6 +175,7 @@ def listen(ctx: click.Context, **opts: Any) -> None:
         _print_devices(input_devices(import_sounddevice()))
         return
     formats = output_formats(opts["formats"])
+    opts["server"] = opts["server"] or first_server()
     _check_usage(ctx, opts)
     config = _config(opts)
     if opts["server"]:
@@ -265,12 +268,7 @@ def _realtime_url(server: str, chat: bool, model: str | None) -> str:
 
 
 def _api_key(opts: dict[str, Any]) -> str | None:
-    if opts["api_key_file"] is None:
-        return opts["api_key"]
-    key = opts["api_key_file"].read_text().strip()
-    if not key:
-        raise click.BadParameter("the file is empty", param_hint="--api-key-file")
-    return key
+    return api_key(opts)  # as transcribe, run and chat read it
 
 
 def _print_devices(devices: list[Any]) -> None:

@@ -11,6 +11,7 @@ import click
 from ..config import DEFAULT_PROMPT, DEFAULT_SYSTEM_PROMPT
 from .main import handle_errors, main
 from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
+from .remote import check_remote_usage, open_servers, server_options
 
 
 @main.command()
@@ -42,8 +43,11 @@ from .options import check_model_options, load_model, model_options, sampling_fr
 )
 @sampling_options
 @model_options
+@server_options
 @handle_errors
+@click.pass_context
 def run(
+    ctx: click.Context,
     audio: tuple[str, ...],
     prompt: str | None,
     as_json: bool,
@@ -66,13 +70,16 @@ def run(
       qaudio run talk.wav --prompt "Translate this into English."
       qaudio run a.wav b.wav -p "Which of the two is louder?" --json
       cat clip.flac | qaudio run - --quant Q5_K_M
+      qaudio run talk.wav --server http://gpu-box:8000
     """
     from ..audio import load_audio, read_stdin_audio
 
-    check_model_options(opts)  # usage errors before any audio is read or model pulled
+    remote = check_remote_usage(ctx, opts)
+    if not remote:
+        check_model_options(opts)  # usage errors before any audio is read or model pulled
     clips = [load_audio(read_stdin_audio() if a == "-" else a) for a in audio]
     sampling = sampling_from(opts)
-    with load_model(opts) as model:
+    with open_servers(opts) if remote else load_model(opts) as model:
         gen = model.stream(prompt, clips, sampling=sampling, system_prompt=system_prompt)
         for chunk in gen:
             if not as_json:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..audio.limits import AUDIO_SUFFIXES
-from ..errors import QAudioError
+from ..errors import QAudioError, ServerConnectionError
 from ..transcription.writers import FORMATS
 from .main import handle_errors, main
 from .options import check_model_options, load_model, model_options, sampling_from, sampling_options
+from .remote import check_remote_usage, open_servers, report, server_options, shares
 
 
 def _duration(seconds: float) -> str:
@@ -27,8 +29,9 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Where a recording is, on stderr: a line redrawn on a terminal, JSON lines if asked."""
 
-    def __init__(self, name: str, total: float, as_json: bool) -> None:
+    def __init__(self, name: str, total: float, as_json: bool, servers: Any = None) -> None:
         self.name, self.total, self.as_json = name, total, as_json
+        self.servers = servers  # a RemoteModel: each server's share is shown too
         self.t0 = time.monotonic()
         self._drawn = 0.0
         self._tty = sys.stderr.isatty()
@@ -53,6 +56,12 @@ class Progress:
                 "segments": info.segments,
                 "done": final,
             }
+            if self.servers is not None:
+                line["servers"] = [
+                    {"server": s.name, "done": s.done, "audio_s": round(s.audio_seconds, 2)}
+                    | {"busy_s": round(s.busy_seconds, 2), "set_aside": s.set_aside}
+                    for s in self.servers.pool.stats()
+                ]
             click.echo(json.dumps(line), err=True)
             return
         pct = 100 * done / total if total else 100.0
@@ -61,6 +70,8 @@ class Progress:
             f"{info.segments} segments, elapsed {_duration(elapsed)}, left ~{_duration(left)}, "
             f"RTF {rtf:.3f}"
         )
+        if self.servers is not None:
+            text += f"; {shares(self.servers)}"
         if self._tty:
             click.echo(f"\r\x1b[K{text}", nl=final, err=True)
         elif final:
@@ -150,6 +161,7 @@ def _inputs(audio: tuple[str, ...]) -> list[tuple[Any, Path]]:
 @click.option("--quiet", is_flag=True, help="Do not print the segments on stdout.")
 @sampling_options
 @model_options
+@server_options
 @handle_errors
 @click.pass_context
 def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
@@ -167,11 +179,19 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
       qaudio transcribe lectures/ -o srt -o vtt --output-dir subs
       qaudio transcribe interview.mp3 --task translate -o verbose_json
       qaudio transcribe field.wav --prompt "Describe the sounds and who speaks." -o all
+      qaudio transcribe archive/ --server http://gpu1:8000 --server http://gpu2:8000@4
+
+    With --server the segments go to whichever server has room (files in turn); a request
+    that fails is sent to another one, and a server that keeps failing is set aside and
+    tried again later. --deterministic then runs the servers' requests side by side:
+    start them with `qaudio serve --deterministic` for outputs equal to a local run's.
     """
     from ..transcription import TranscribeOptions
 
     formats = output_formats(opts.pop("formats"))
-    check_model_options(opts)
+    remote = check_remote_usage(ctx, opts)
+    if not remote:
+        check_model_options(opts)
     inputs = _inputs(audio)
     if [s for s, _ in inputs].count("-") > 1:
         raise click.UsageError("'-' (standard input) can be given once")
@@ -190,14 +210,19 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
     done: list[tuple[str, Any]] = []
     failed: list[tuple[str, str]] = []
     skipped = 0
-    with load_model(opts, parallel=parallel, deterministic=opts["deterministic"]) as model:
+    if remote:
+        model = open_servers(opts)
+        options = replace(options, parallel=None)  # as many as the servers take
+    else:
+        model = load_model(opts, parallel=parallel, deterministic=opts["deterministic"])
+    with model:
         for source, rel in inputs:
             name = "stdin" if source == "-" else str(source)
             try:
                 info = _one(model, source, opts["output_dir"] / rel, formats, options, opts)
             except (QAudioError, OSError) as exc:
-                if len(inputs) == 1:
-                    raise
+                if len(inputs) == 1 or isinstance(exc, ServerConnectionError):
+                    raise  # every server is down: the next file would fail the same way
                 click.echo(f"error: {name}: {exc}", err=True)
                 failed.append((name, str(exc)))
                 continue
@@ -205,6 +230,8 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
                 skipped += 1
             else:
                 done.append((name, info))
+        if remote:
+            report(model)
     _summary(done, failed, skipped, time.monotonic() - t0, len(inputs))
     if failed:
         sys.exit(1)
@@ -242,7 +269,8 @@ def _one(
     if resumed:  # else the progress would start part way with no word why
         n = f"{resumed} segment{'s' if resumed > 1 else ''}"
         click.echo(f"{name}: resuming {n} from the journal ({journal})", err=True)
-    progress = Progress(name, tr.declared_duration, opts["json_progress"])
+    servers = model if hasattr(model, "pool") else None  # a RemoteModel
+    progress = Progress(name, tr.declared_duration, opts["json_progress"], servers)
     tr.progress = progress
     segments = []
     try:

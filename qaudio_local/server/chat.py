@@ -50,7 +50,14 @@ def _usage(r: Result) -> dict[str, Any]:
 
 def _logprob(c: Chunk) -> dict[str, Any]:
     raw = c.text.encode("utf-8")
-    return {"token": c.text, "logprob": c.logprob, "bytes": list(raw), "top_logprobs": []}
+    # "id" (the token id, as llama-server sends it) lets a client keep the exact tokens
+    return {
+        "id": c.token,
+        "token": c.text,
+        "logprob": c.logprob,
+        "bytes": list(raw),
+        "top_logprobs": [],
+    }
 
 
 def chat_completions(state: ServerState) -> Callable[..., Coroutine[Any, Any, Response]]:
@@ -73,7 +80,11 @@ def chat_completions(state: ServerState) -> Callable[..., Coroutine[Any, Any, Re
                 )
             )
             model = await slot.model()
-            gen = model.stream(messages=messages, sampling=_sampling(body, model.n_ctx))
+            gen = model.stream(
+                messages=messages,
+                sampling=_sampling(body, model.n_ctx),
+                cold=state.deterministic,  # alone, from an empty cache: as transcribe's
+            )
             items = in_thread(lambda: _items(gen))
             first = await items.__anext__()  # the prompt is checked before anything is sent
         except BaseException:

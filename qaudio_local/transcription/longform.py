@@ -237,7 +237,13 @@ class Transcription:
         from ..audio.stream import AudioStream
         from ..audio.vad import make_vad
 
-        if options.deterministic and model.options.resolved_flash_attn != "off":
+        # a pool of servers: each request runs on its own (each server deterministic or not)
+        self._independent = bool(getattr(model, "independent_requests", False))
+        if (
+            options.deterministic
+            and not self._independent
+            and model.options.resolved_flash_attn != "off"
+        ):
             raise OptionError(
                 "deterministic transcription needs a model loaded with flash attention off: "
                 "load_model(..., deterministic=True), or ModelOptions(flash_attn='off')",
@@ -267,7 +273,7 @@ class Transcription:
 
         o = self.options
         parallel = o.parallel or self.model.options.n_parallel
-        if o.condition_on_previous_text or o.deterministic:
+        if o.condition_on_previous_text or (o.deterministic and not self._independent):
             parallel = 1  # each segment waits for the text before it / for a clean cache
         seg = Segmenter(self.vad, o.vad_options)
         pending: collections.deque[tuple[SpeechSegment, int, Generation | Segment]] = (
