@@ -31,7 +31,7 @@ echo "== installing (llama-cpp-python compiles llama.cpp the first time: ~5 minu
 # Reference stack for the parity tests: a CPU build of torch, pinned so pip never
 # pulls a multi-GB GPU build, then transformers.
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[test,parity,server]"
+"$PY" -m pip install -q -e ".[test,parity,server,bench]"
 echo "== llama-server (llama.cpp's own, a backend in tests/test_remote_llama_server.py;"
 echo "   built once into ~/.cache/qaudio-dev, about 10 minutes on 2 cores the first time)"
 "$PY" scripts/build_llama_server.py

@@ -1,0 +1,25 @@
+"""Arithmetic of the Qwen2-Audio (Whisper) encoder, counted the way benchmarks count it:
+two operations per multiply-add, matrix products and convolutions only (norms, softmax,
+GELU and adds are a fraction of a percent at these sizes)."""
+
+from __future__ import annotations
+
+
+def encoder_flops(dims: dict[str, int], n_frames: int, out_dim: int = 4096) -> float:
+    """Operations to encode ``n_frames`` mel frames (3000 = a full 30 s window).
+
+    Args:
+        dims: ``d_model``, ``layers``, ``ffn`` and optionally ``n_mels`` (default 128).
+        n_frames: Mel frames the encoder runs over (the faithful path runs only the valid
+            ones; the reference pads every window to 3000).
+        out_dim: The projector's output width (the text model's hidden size).
+    """
+    d, layers, ffn = dims["d_model"], dims["layers"], dims["ffn"]
+    mels = dims.get("n_mels", 128)
+    n = (n_frames - 1) // 2 + 1  # positions after the stride-2 convolution
+    conv = 2 * n_frames * mels * d * 3 + 2 * n * d * d * 3
+    projections = 4 * 2 * n * d * d  # q, k, v, out
+    attention = 2 * 2 * n * n * d  # scores and the weighted sum
+    mlp = 2 * 2 * n * d * ffn
+    pooled = n // 2
+    return float(conv + layers * (projections + attention + mlp) + 2 * pooled * d * out_dim)

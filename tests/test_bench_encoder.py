@@ -1,0 +1,55 @@
+"""A guard on scripts/bench_encoder.py: its smoke mode runs every side end to end.
+
+Only the structure is checked, never a timing: tiny dimensions, every side the machine can
+run (the ggml encoder in each weight type, transformers in float32 and bfloat16,
+CTranslate2 in each compute type this CPU has), each in its own child process, and the
+machine's matmul peak.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+ROOT = Path(__file__).resolve().parent.parent
+INPUTS = ("5s", "30s", "4x30s")
+
+
+def test_the_encoder_benchmark_times_every_side_and_prints_the_table(tmp_path: Path) -> None:
+    import ctranslate2
+
+    out = tmp_path / "encoder.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_encoder.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    ct2 = set(ctranslate2.get_supported_compute_types("cpu"))
+    expected = {f"ggml:{t}" for t in ("F32", "F16", "BF16", "Q8_0")}
+    expected |= {"torch:float32", "torch:bfloat16"}
+    expected |= {f"ct2:{t}" for t in ("int8", "int8_float32", "float32", "bfloat16") if t in ct2}
+    assert set(data["sides"]) == expected
+    for side, times in data["sides"].items():
+        assert set(times) == set(INPUTS), side
+        assert all(math.isfinite(t) and t > 0 for t in times.values()), (side, times)
+    for kind in ("float32", "bfloat16", "int8"):
+        assert data["peak"][kind] > 0
+    assert data["dims"]["d_model"] == 64 and data["threads"] >= 1
+    cells = [ln.split("|")[1].strip() for ln in run.stdout.splitlines() if ln.startswith("| ")]
+    assert sorted(c for c in cells if ":" in c) == sorted(expected)
+    assert "A 30 s window is" in run.stdout and "% of peak" in run.stdout
