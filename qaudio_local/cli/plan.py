@@ -38,6 +38,8 @@ def hardware_lines(hw: Hardware) -> list[str]:
     lines.append(f"{version}{backends}; GPU offload: {offload}")
     if hw.cpu_kernels:
         lines.append(hw.cpu_kernels)
+    if hw.cpu_kernels_cause:
+        lines.append(hw.cpu_kernels_cause)
     lines += [f"note: {n}" for n in hw.notes]
     return lines
 

@@ -97,6 +97,8 @@ def selftest() -> None:
         if warning:  # a GPU is there but this llama.cpp cannot use it
             click.echo(f"warning: {warning}", err=True)
     click.echo(r.cpu_kernels)
+    if r.cpu_kernels_cause:
+        click.echo(r.cpu_kernels_cause)
     click.echo(f"tiny models built and converted in {r.build_s:.1f} s")
     click.echo(
         f"pipeline: {r.audio_seconds:.1f} s clip -> {r.audio_tokens} audio tokens -> "

@@ -45,9 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LOAD_CHECK_ENV
+from .build_compiler import ggml_cpu_compiler, loses_amx_tile_config
 from .options import CPU_KERNELS
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3  # 3: the verdict names the compiler
 TEXT_STEPS = tuple(f"text:{q}" for q in ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "Q3_K_M"))
 ENCODER_STEP, MTMD_STEP = "encoder:q8_0", "mtmd:q8_0"
 STEPS = (ENCODER_STEP, *TEXT_STEPS, MTMD_STEP)
@@ -73,6 +74,8 @@ class KernelVerdict:
         seconds: How long it took.
         cached: Read from the cache rather than probed now.
         cpu: The CPU's model name, as the system reports it.
+        compiler: The compiler that built llama.cpp's CPU backend (``""`` if unknown; see
+            :mod:`.build_compiler`).
     """
 
     steps: tuple[tuple[str, str], ...]
@@ -82,6 +85,7 @@ class KernelVerdict:
     seconds: float = 0.0
     cached: bool = False
     cpu: str = ""
+    compiler: str = ""
 
     def outcome(self, step: str) -> str:
         """The outcome of ``step`` (``"not run"`` if it never ran)."""
@@ -131,6 +135,17 @@ class KernelVerdict:
             line += "; libmtmd faults with a quantized projector (--audio-path mtmd refuses one)"
         return line
 
+    def cause(self) -> str:
+        """Why the AMX kernels fault, when the build explains it (else ``""``): one line."""
+        text_fault = any(s in TEXT_STEPS for s, _ in self.faults())
+        if not (self.amx and text_fault and loses_amx_tile_config(self.compiler)):
+            return ""
+        return (
+            f"why: this llama.cpp was compiled by {self.compiler}, whose AMX intrinsic drops "
+            "the tile configuration; built by clang, the AMX kernels run (README, "
+            "Troubleshooting)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         d = asdict(self)
@@ -147,6 +162,7 @@ class KernelVerdict:
             probed_at=str(d.get("probed_at", "")),
             seconds=float(d.get("seconds", 0.0)),
             cpu=str(d.get("cpu", "")),
+            compiler=str(d.get("compiler", "")),
         )
 
 
@@ -431,4 +447,5 @@ def run_probe(
         probed_at=stamp,
         seconds=round(time.monotonic() - t0, 2),
         cpu=cpu_name(),
+        compiler=ggml_cpu_compiler() if amx else "",
     )

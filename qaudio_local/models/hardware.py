@@ -44,6 +44,7 @@ class Hardware:
         cpu_kernels: The CPU-kernel probe's one-line verdict (see
             :mod:`qaudio_local.engine.cpu_probe`), or ``""`` if llama.cpp was not asked.
         cpu_fast_kernels: Whether quantized models load with llama.cpp's fast kernels here.
+        cpu_kernels_cause: Why they fault, when the build explains it (one line), else ``""``.
         vram_override: The ``--vram`` figure in bytes, if one was given.
         ram_override: The ``--ram`` figure in bytes, if one was given.
         notes: What the probes could not learn, one short line each.
@@ -62,6 +63,7 @@ class Hardware:
     machine: str = ""
     cpu_kernels: str = ""
     cpu_fast_kernels: bool = True
+    cpu_kernels_cause: str = ""
     vram_override: int | None = None
     ram_override: int | None = None
     notes: tuple[str, ...] = ()
@@ -91,15 +93,16 @@ def _backend() -> tuple[bool, tuple[str, ...], str | None, str | None]:
     return info.gpu_offload, info.backends, info.version, None
 
 
-def _cpu_kernels() -> tuple[str, bool, str | None]:
-    """(the probe's verdict line, fast kernels usable, a note if it could not be asked)."""
+def _cpu_kernels() -> tuple[str, bool, str, str | None]:
+    """(the probe's verdict line, fast kernels usable, why they fault if known, a note if
+    it could not be asked)."""
     try:
         from ..engine import cpu_kernel_verdict
 
         verdict = cpu_kernel_verdict()
     except Exception as exc:
-        return "", True, f"CPU kernels not probed ({exc})"
-    return verdict.summary(), verdict.text_fast_ok, None
+        return "", True, "", f"CPU kernels not probed ({exc})"
+    return verdict.summary(), verdict.text_fast_ok, verdict.cause(), None
 
 
 def detect(
@@ -133,12 +136,12 @@ def detect(
         notes.append("RAM size unknown; pass --ram GB")
     backends: tuple[str, ...] = ()
     version = None
-    kernels, fast = "", True
+    kernels, fast, cause = "", True, ""
     if llama_gpu_offload is None:
         llama_gpu_offload, backends, version, note = _backend()
         notes += [note] if note else []
         if version is not None:
-            kernels, fast, note = _cpu_kernels()
+            kernels, fast, cause, note = _cpu_kernels()
             notes += [note] if note else []
     hw = Hardware(
         gpus=tuple(gpus),
@@ -151,6 +154,7 @@ def detect(
         llama_version=version,
         cpu_kernels=kernels,
         cpu_fast_kernels=fast,
+        cpu_kernels_cause=cause,
         cuda_version=probes.cuda_version() if any(g.vendor == "nvidia" for g in gpus) else None,
         system=system,
         machine=machine,

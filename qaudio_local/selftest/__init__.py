@@ -58,6 +58,7 @@ class SelftestReport:
     Attributes:
         backend: The llama.cpp build in use.
         cpu_kernels: The CPU-kernel probe's one-line verdict.
+        cpu_kernels_cause: Why the fast kernels fault, when the build explains it, else ``""``.
         build_s: Seconds to build and convert the tiny models.
         audio_seconds: Length of the test clip.
         audio_tokens: Audio tokens the encoder produced.
@@ -82,6 +83,7 @@ class SelftestReport:
     gpu_max_abs_diff: float | None
     gpu_same_top1: bool
     ok: bool
+    cpu_kernels_cause: str = ""
 
 
 def selftest_clip(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -181,6 +183,7 @@ def run_selftest(work_dir: str | Path | None = None, max_tokens: int = 16) -> Se
     return SelftestReport(
         backend=info,
         cpu_kernels=verdict.summary(),
+        cpu_kernels_cause=verdict.cause(),
         build_s=build_s,
         audio_seconds=first.usage.audio_seconds,
         audio_tokens=first.usage.audio_tokens,
