@@ -6,7 +6,9 @@ line: ``{"side": ..., "load_s": ..., "seconds": {input: [times]}}``. Sides:
 
 - ``ggml:<TYPE>``: this project's encoder (:class:`~qaudio_local.engine.encoder.AudioEncoder`)
   on the projector GGUF of that weight type; a long input is its 30 s windows one by one,
-  each only as long as its audio (the faithful path), as ``qaudio transcribe`` runs them.
+  each only as long as its audio (the faithful path), as ``qaudio transcribe`` runs them;
+  Q8_0 weights on the matrix units where the runtime would put them (the CPU-kernel
+  verdict's plan: llama.cpp's AMX buffer type where its AMX matmul runs).
 - ``torch:<dtype>``: transformers' Qwen2-Audio audio tower and projector on the same
   checkpoint, in ``float32`` or ``bfloat16``; every window padded to 30 s, as the reference
   processor does, several windows as one batch.
@@ -57,10 +59,17 @@ def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
 def _ggml(spec: dict[str, Any], wtype: str) -> tuple[float, dict[str, Callable[[], object]]]:
     from qaudio_local.audio.features import log_mel
     from qaudio_local.audio.windows import split_windows
+    from qaudio_local.engine.cpu_probe import kernel_plan
     from qaudio_local.engine.encoder import AudioEncoder
 
+    plan = kernel_plan("auto", text_quantized=False, projector_quantized=wtype == "Q8_0")
     t0 = time.perf_counter()
-    enc = AudioEncoder(spec["projectors"][wtype], use_gpu=False, n_threads=spec["threads"])
+    enc = AudioEncoder(
+        spec["projectors"][wtype],
+        use_gpu=False,
+        n_threads=spec["threads"],
+        extra_bufts=plan.encoder_extra_bufts,
+    )
     load = time.perf_counter() - t0
 
     def run(seconds: float) -> Callable[[], object]:

@@ -299,12 +299,16 @@ class KernelPlan:
         widen_encoder: Give the project's encoder F32 copies of quantized projector weights.
         mtmd_fault: Why libmtmd cannot run this quantized projector here, else ``None``.
         notices: One line each for the user about what was turned off and why.
+        encoder_extra_bufts: Let the project's encoder put Q8_0 projector weights in the
+            AMX buffer type: only where the text models' fast kernels (the same AMX
+            matmul) passed the probe, or ``--cpu-kernels fast`` asks for it.
     """
 
     extra_bufts: bool = True
     widen_encoder: bool = False
     mtmd_fault: str | None = None
     notices: tuple[str, ...] = ()
+    encoder_extra_bufts: bool = False
 
 
 def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) -> KernelPlan:
@@ -322,7 +326,7 @@ def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) ->
         env = os.environ.get("QAUDIO_CPU_KERNELS", "").strip().lower()
         choice = env if env in CPU_KERNELS else "auto"
     if choice != "auto" or not (text_quantized or projector_quantized):
-        return KernelPlan(extra_bufts=choice != "portable")
+        return KernelPlan(extra_bufts=choice != "portable", encoder_extra_bufts=choice == "fast")
     verdict = cpu_kernel_verdict()
     notices = []
     extra = verdict.text_fast_ok or not text_quantized
@@ -345,7 +349,8 @@ def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) ->
             f"({_short(verdict.outcome(MTMD_STEP))}); use --audio-path faithful or an f16 "
             "projector"
         )
-    return KernelPlan(extra, widen, mtmd_fault, tuple(notices))
+    encoder_extra = projector_quantized and verdict.text_fast_ok and not widen
+    return KernelPlan(extra, widen, mtmd_fault, tuple(notices), encoder_extra)
 
 
 # --- the parent side ----------------------------------------------------------------------

@@ -37,12 +37,18 @@ from .bindings.ggml_api import (
     GGML_OP_POOL_AVG,
     GGML_TYPE_F16,
     GGML_TYPE_F32,
+    extra_buffer_types,
     ggml,
 )
+from .cpu_probe import fast_kernel_seam
 
 CONV_CONTEXT = 3  # padded mel frames the two convolutions can reach past the valid ones
 GRAPH_SIZE = 8192  # graph nodes: ~40 per layer, 32 layers, plus the stem and head
 _WIDEN = ("a.conv1d.1.weight", "a.conv1d.2.weight", "a.position_embd.weight")
+GGML_TYPE_Q8_0 = 8
+# the matrix-product weights, each multiplied by a contiguous F32 activation
+_LINEAR = ("attn_q", "attn_k", "attn_v", "attn_out", "ffn_up", "ffn_down", "mm.a.fc")
+_AMX_TILE = 32  # ggml's AMX kernels take Q8_0 rows and columns in multiples of this
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class AudioEncoder:
         n_threads: CPU threads for the CPU backend.
         widen_quantized: Keep quantized weights as F32 copies (for a machine where the
             quantized kernels fault; see :mod:`.cpu_probe`).
+        extra_bufts: Put Q8_0 matrix weights where the CPU backend runs them with its
+            matrix units (llama.cpp's AMX buffer type, where the build and CPU have it), as
+            llama.cpp does for text models; only where the CPU-kernel verdict says those
+            kernels run (they fault when GCC 12 built them: :mod:`.build_compiler`).
 
     Raises:
         ModelFileError: A tensor the graph needs is missing.
@@ -79,6 +89,7 @@ class AudioEncoder:
         use_gpu: bool = True,
         n_threads: int = 4,
         widen_quantized: bool = False,
+        extra_bufts: bool = False,
     ) -> None:
         import gguf
 
@@ -87,6 +98,10 @@ class AudioEncoder:
         self._backend: Any = None
         self._wctx: Any = None
         self._wbuf: Any = None
+        self._xctx: Any = None  # the weights in the AMX buffer type, if any
+        self._xbuf: Any = None
+        self._extra_bufts = extra_bufts and not widen_quantized
+        self.amx_weights = 0  # how many weights the matrix units run
         self._flash = True  # fused F32 attention where the backend has it
         self._widen_quantized = widen_quantized
         reader = gguf.GGUFReader(mmproj_path)
@@ -128,6 +143,9 @@ class AudioEncoder:
         tensors = {t.name: t for t in reader.tensors}
         params = _init_params(g.ggml_tensor_overhead() * (len(tensors) + 8))
         self._wctx = g.ggml_init(params)
+        amx = self._amx_buffer_type(tensors)
+        if amx:
+            self._xctx = g.ggml_init(_init_params(g.ggml_tensor_overhead() * (len(tensors) + 8)))
         self.w: dict[str, Any] = {}
         host: dict[str, np.ndarray] = {}
         for name, t in tensors.items():
@@ -144,10 +162,14 @@ class AudioEncoder:
             new = {1: g.ggml_new_tensor_1d, 2: g.ggml_new_tensor_2d, 3: g.ggml_new_tensor_3d}[
                 len(shape)
             ]
-            self.w[name] = new(self._wctx, ttype, *shape)
+            on_amx = amx and _runs_on_amx(name, ttype, shape)
+            self.w[name] = new(self._xctx if on_amx else self._wctx, ttype, *shape)
+            self.amx_weights += bool(on_amx)
             host[name] = np.ascontiguousarray(data)
         self._wbuf = g.ggml_backend_alloc_ctx_tensors(self._wctx, self._backend)
-        if not self._wbuf:
+        if self.amx_weights:
+            self._xbuf = g.ggml_backend_alloc_ctx_tensors_from_buft(self._xctx, amx)
+        if not self._wbuf or (self.amx_weights and not self._xbuf):
             raise RuntimeBackendError(
                 f"not enough memory for the audio encoder of {path} on "
                 f"{self.backend_name}; try --no-mmproj-gpu"
@@ -197,17 +219,28 @@ class AudioEncoder:
                 path=path,
             )
 
+    def _amx_buffer_type(self, tensors: dict[str, Any]) -> Any:
+        """llama.cpp's AMX buffer type when the weights may go there, else ``None``."""
+        g = self._g
+        if not (self._extra_bufts and g.ggml_backend_is_cpu(self._backend)):
+            return None
+        if any(int(t.tensor_type) == GGML_TYPE_Q8_0 for t in tensors.values()):
+            fast_kernel_seam(quantized=True, extra_bufts=True)  # tests: fault as AMX would
+        return extra_buffer_types(g, self._backend).get("AMX")
+
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Free the weights and the backend (idempotent)."""
         g = self._g
-        if self._wbuf:
-            g.ggml_backend_buffer_free(self._wbuf)
-            self._wbuf = None
-        if self._wctx:
-            g.ggml_free(self._wctx)
-            self._wctx = None
+        for buf in ("_wbuf", "_xbuf"):
+            if getattr(self, buf):
+                g.ggml_backend_buffer_free(getattr(self, buf))
+                setattr(self, buf, None)
+        for ctx in ("_wctx", "_xctx"):
+            if getattr(self, ctx):
+                g.ggml_free(getattr(self, ctx))
+                setattr(self, ctx, None)
         if self._backend:
             g.ggml_backend_free(self._backend)
             self._backend = None
@@ -287,6 +320,18 @@ class AudioEncoder:
             return result
         finally:
             g.ggml_gallocr_free(galloc)
+
+
+def _runs_on_amx(name: str, ttype: int, shape: list[int]) -> bool:
+    """A Q8_0 matrix weight whose products ggml's AMX kernels take (its shape tiles)."""
+    return (
+        ttype == GGML_TYPE_Q8_0
+        and len(shape) == 2
+        and name.endswith(".weight")
+        and any(k in name for k in _LINEAR)
+        and shape[0] % _AMX_TILE == 0
+        and shape[1] % _AMX_TILE == 0
+    )
 
 
 def _as_f32(t: Any) -> np.ndarray:

@@ -167,8 +167,9 @@ class AudioModel:
                 use_gpu=opts.mmproj_on_gpu,
                 n_threads=threads,
                 widen_quantized=kernels.widen_encoder,
+                extra_bufts=kernels.encoder_extra_bufts,
             )
-            salt += f":widen={kernels.widen_encoder}"
+            salt += f":widen={kernels.widen_encoder}:amx={self._encoder.amx_weights}"
             self._prefill = FaithfulPrefill(lm, self._encoder, cache, salt)
         self._encodings = cache
         self._lm = lm

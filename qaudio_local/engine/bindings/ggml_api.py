@@ -79,6 +79,11 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ggml_backend_supports_op": (c_bool, [c_void_p, T]),
     "ggml_backend_get_default_buffer_type": (c_void_p, [c_void_p]),
     "ggml_backend_alloc_ctx_tensors": (c_void_p, [CTX, c_void_p]),
+    "ggml_backend_alloc_ctx_tensors_from_buft": (c_void_p, [CTX, c_void_p]),
+    "ggml_backend_get_device": (c_void_p, [c_void_p]),
+    "ggml_backend_dev_backend_reg": (c_void_p, [c_void_p]),
+    "ggml_backend_reg_get_proc_address": (c_void_p, [c_void_p, c_char_p]),
+    "ggml_backend_buft_name": (c_char_p, [c_void_p]),
     "ggml_backend_buffer_free": (None, [c_void_p]),
     "ggml_backend_tensor_set": (None, [T, c_void_p, c_size_t, c_size_t]),
     "ggml_backend_tensor_get": (None, [T, c_void_p, c_size_t, c_size_t]),
@@ -135,6 +140,30 @@ class GGML:
 
     def __getattr__(self, name: str) -> Any:  # for type checkers: bound dynamically
         raise AttributeError(name)
+
+
+def extra_buffer_types(g: GGML, backend: Any) -> dict[str, int]:
+    """The extra buffer types of ``backend``'s device by name (``{"AMX": ..., "CPU_REPACK":
+    ...}`` on a CPU whose build has them; ``{}`` elsewhere): where weights go to be run by
+    the CPU backend's fast kernels (see :mod:`qaudio_local.engine.cpu_probe`)."""
+    dev = g.ggml_backend_get_device(backend)
+    reg = g.ggml_backend_dev_backend_reg(dev) if dev else None
+    fn = (
+        g.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+        if reg
+        else None
+    )
+    if not fn:
+        return {}
+    get = ctypes.CFUNCTYPE(POINTER(c_void_p), c_void_p)(fn)
+    found: dict[str, int] = {}
+    array = get(dev)
+    for i in range(64):  # a NULL-terminated array
+        buft = array[i] if array else None
+        if not buft:
+            break
+        found[(g.ggml_backend_buft_name(buft) or b"?").decode()] = buft
+    return found
 
 
 @cache
