@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 import srt
 import webvtt
@@ -19,7 +17,7 @@ import webvtt
 from qaudio_dev.bench.build import llama_server
 from tests.support.audio import MINUTE, make_recording
 from tests.support.cli import invoke
-from tests.support.served import free_port
+from tests.support.served import free_port, wait_ready
 
 Pair = tuple[Path, Path]
 ARGS = ("-o", "all", "--language", "english", "--max-tokens", "8", "--quiet")
@@ -35,16 +33,7 @@ def llama_server_url(tiny_gguf: Pair) -> Iterator[str]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "llama-server did not become ready"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_ready(url, proc)
         yield url
     finally:
         proc.kill()

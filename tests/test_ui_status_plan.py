@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx2 as httpx
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from tests.support.cli import invoke
 from tests.support.fakehub import FakeHub, fake_hub_fixture, loopback_only_fixture  # noqa: F401
 from tests.support.realtime import free_port
+from tests.support.served import wait_ready
 from tests.support.tiny_registry import cli_hub_fixture  # noqa: F401  (fixture)
 
 
@@ -32,15 +32,7 @@ def test_status_shows_the_plan_made_at_start(cli_hub: FakeHub) -> None:
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_ready(url, proc)
         s = httpx.get(f"{url}/v1/status").json()
     finally:
         proc.terminate()
