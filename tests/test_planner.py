@@ -273,3 +273,33 @@ def test_several_gpus_plan_for_the_one_with_most_free_memory(entry: ModelEntry) 
 
 def test_encoder_compute_constant_matches_whisper_large_shapes() -> None:
     assert ENCODER_COMPUTE_BYTES == 4 * (20 * 1500 * 1500 + 1500 * (8 * 1280 + 5120))
+
+
+# --- the projector for a CPU-only machine: q8_0 where the matrix units run it ----------------
+
+
+@pytest.mark.parametrize(
+    ("hw", "matrix_units", "expected"),
+    [
+        (cpu_only(16), True, "q8_0"),  # AMX kernels run: the encoder's weights go there
+        (cpu_only(16), False, "f16"),  # plain kernels: q8_0 is no faster and less exact
+        (nvidia(8, offload=False), True, "q8_0"),  # a GPU this build cannot use: CPU again
+        (nvidia(24), True, "f16"),  # the encoder runs on the GPU
+        (apple(32), True, "f16"),
+    ],
+)
+def test_a_cpu_only_machine_with_matrix_units_takes_the_q8_0_projector(
+    entry: ModelEntry, hw: Hardware, matrix_units: bool, expected: str
+) -> None:
+    from dataclasses import replace
+
+    p = plan(entry, replace(hw, cpu_matrix_units=matrix_units))
+    assert p.projector == expected
+    why = [r for r in p.reasons if "matrix units" in r]
+    if expected == "q8_0":
+        assert len(why) == 1 and "7.7 s" in why[0] and "15.0 s" in why[0] and "cosine" in why[0]
+        assert "projector q8_0" in " ".join(ln.label for d in p.devices for ln in d.lines)
+    else:
+        assert why == []
+    forced = plan(entry, replace(hw, cpu_matrix_units=matrix_units), projector="f16")
+    assert forced.projector == "f16"  # an explicit choice is kept

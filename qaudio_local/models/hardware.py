@@ -45,6 +45,8 @@ class Hardware:
             :mod:`qaudio_local.engine.cpu_probe`), or ``""`` if llama.cpp was not asked.
         cpu_fast_kernels: Whether quantized models load with llama.cpp's fast kernels here.
         cpu_kernels_cause: Why they fault, when the build explains it (one line), else ``""``.
+        cpu_matrix_units: llama.cpp's AMX kernels run here, so the audio encoder runs a
+            Q8_0 projector's matrix weights on the CPU's matrix units.
         vram_override: The ``--vram`` figure in bytes, if one was given.
         ram_override: The ``--ram`` figure in bytes, if one was given.
         notes: What the probes could not learn, one short line each.
@@ -64,6 +66,7 @@ class Hardware:
     cpu_kernels: str = ""
     cpu_fast_kernels: bool = True
     cpu_kernels_cause: str = ""
+    cpu_matrix_units: bool = False
     vram_override: int | None = None
     ram_override: int | None = None
     notes: tuple[str, ...] = ()
@@ -93,16 +96,17 @@ def _backend() -> tuple[bool, tuple[str, ...], str | None, str | None]:
     return info.gpu_offload, info.backends, info.version, None
 
 
-def _cpu_kernels() -> tuple[str, bool, str, str | None]:
-    """(the probe's verdict line, fast kernels usable, why they fault if known, a note if
-    it could not be asked)."""
+def _cpu_kernels() -> tuple[str, bool, str, bool, str | None]:
+    """(the probe's verdict line, fast kernels usable, why they fault if known, the AMX
+    kernels run, a note if it could not be asked)."""
     try:
         from ..engine import cpu_kernel_verdict
 
         verdict = cpu_kernel_verdict()
     except Exception as exc:
-        return "", True, "", f"CPU kernels not probed ({exc})"
-    return verdict.summary(), verdict.text_fast_ok, verdict.cause(), None
+        return "", True, "", False, f"CPU kernels not probed ({exc})"
+    amx = verdict.amx and verdict.text_fast_ok
+    return verdict.summary(), verdict.text_fast_ok, verdict.cause(), amx, None
 
 
 def detect(
@@ -136,12 +140,12 @@ def detect(
         notes.append("RAM size unknown; pass --ram GB")
     backends: tuple[str, ...] = ()
     version = None
-    kernels, fast, cause = "", True, ""
+    kernels, fast, cause, amx = "", True, "", False
     if llama_gpu_offload is None:
         llama_gpu_offload, backends, version, note = _backend()
         notes += [note] if note else []
         if version is not None:
-            kernels, fast, cause, note = _cpu_kernels()
+            kernels, fast, cause, amx, note = _cpu_kernels()
             notes += [note] if note else []
     hw = Hardware(
         gpus=tuple(gpus),
@@ -155,6 +159,7 @@ def detect(
         cpu_kernels=kernels,
         cpu_fast_kernels=fast,
         cpu_kernels_cause=cause,
+        cpu_matrix_units=amx,
         cuda_version=probes.cuda_version() if any(g.vendor == "nvidia" for g in gpus) else None,
         system=system,
         machine=machine,
