@@ -37,6 +37,21 @@ def test_flash_and_plain_attention_agree(encoder: AudioEncoder) -> None:
     assert 0 < np.abs(fused - plain).max() < 1e-5  # two algorithms, the same numbers
 
 
+def test_windows_of_any_order_share_the_kept_buffers(tiny_gguf: tuple[Path, Path]) -> None:
+    """The compute buffers are kept from window to window: a short window after a long one,
+    a longer one after that, and the same again give what a fresh encoder gives."""
+    feats = [log_mel(tone(s, hz)) for s, hz in ((3.0, 440), (30.0, 330), (1.0, 550), (12.0, 660))]
+    fresh = []
+    for f in feats:
+        with AudioEncoder(tiny_gguf[1], n_threads=2) as enc:
+            fresh.append(enc.encode(f.mel, f.n_valid_frames))
+    with AudioEncoder(tiny_gguf[1], n_threads=2) as enc:
+        for _ in range(2):
+            for f, want in zip(feats, fresh, strict=True):
+                assert np.array_equal(enc.encode(f.mel, f.n_valid_frames), want)
+        assert enc._galloc  # kept, not made per window
+
+
 def test_rejects_bad_shapes(encoder: AudioEncoder) -> None:
     with pytest.raises(ValueError, match="mel"):
         encoder.encode(np.zeros((80, 3000), np.float32), 100)

@@ -100,6 +100,7 @@ class AudioEncoder:
         self._wbuf: Any = None
         self._xctx: Any = None  # the weights in the AMX buffer type, if any
         self._xbuf: Any = None
+        self._galloc: Any = None  # the compute buffers, kept and reused from window to window
         self._extra_bufts = extra_bufts and not widen_quantized
         self.amx_weights = 0  # how many weights the matrix units run
         self._flash = True  # fused F32 attention where the backend has it
@@ -233,6 +234,9 @@ class AudioEncoder:
     def close(self) -> None:
         """Free the weights and the backend (idempotent)."""
         g = self._g
+        if self._galloc:
+            g.ggml_gallocr_free(self._galloc)
+            self._galloc = None
         for buf in ("_wbuf", "_xbuf"):
             if getattr(self, buf):
                 g.ggml_backend_buffer_free(getattr(self, buf))
@@ -308,18 +312,20 @@ class AudioEncoder:
 
     def _compute(self, graph: Any, inp: Any, out: Any, mel: np.ndarray, n_out: int) -> np.ndarray:
         g = self._g
-        galloc = g.ggml_gallocr_new(g.ggml_backend_get_default_buffer_type(self._backend))
-        try:
-            if not g.ggml_gallocr_alloc_graph(galloc, graph):
-                raise RuntimeBackendError("not enough memory for the audio encoder's buffers")
-            g.ggml_backend_tensor_set(inp, mel.ctypes.data, 0, mel.nbytes)
-            if g.ggml_backend_graph_compute(self._backend, graph) != 0:
-                raise RuntimeBackendError("the audio encoder failed to compute")
-            result = np.empty((n_out, self.dims.out_dim), np.float32)
-            g.ggml_backend_tensor_get(out, result.ctypes.data, 0, result.nbytes)
-            return result
-        finally:
-            g.ggml_gallocr_free(galloc)
+        if not self._galloc:
+            self._galloc = g.ggml_gallocr_new(g.ggml_backend_get_default_buffer_type(self._backend))
+        # the allocator keeps its buffer and grows it only for a longer window, so windows
+        # after the first neither allocate nor fault in fresh pages
+        if not g.ggml_gallocr_alloc_graph(self._galloc, graph):
+            g.ggml_gallocr_free(self._galloc)
+            self._galloc = None
+            raise RuntimeBackendError("not enough memory for the audio encoder's buffers")
+        g.ggml_backend_tensor_set(inp, mel.ctypes.data, 0, mel.nbytes)
+        if g.ggml_backend_graph_compute(self._backend, graph) != 0:
+            raise RuntimeBackendError("the audio encoder failed to compute")
+        result = np.empty((n_out, self.dims.out_dim), np.float32)
+        g.ggml_backend_tensor_get(out, result.ctypes.data, 0, result.nbytes)
+        return result
 
 
 def _runs_on_amx(name: str, ttype: int, shape: list[int]) -> bool:
