@@ -122,7 +122,7 @@ _MODEL_OPTIONS = [
         "--threads",
         default=None,
         type=click.IntRange(1, max_threads()),
-        help=f"CPU threads (default: all cores; at most {max_threads()} here).",
+        help=f"CPU threads (default: one per physical core; at most {max_threads()} here).",
     ),
     click.option("--no-mmproj-gpu", is_flag=True, help="Keep the audio encoder on the CPU."),
     click.option(

@@ -6,7 +6,8 @@ prompt is rendered (:mod:`.prompt`), its audio encoded by the ggml audio encoder
 (:mod:`.encoder`) and fed (:mod:`.prefill`); the rooms beside them are the ctypes plumbing
 over llama-cpp-python and libggml (:mod:`.bindings`), the checks that keep a bad GGUF away
 from llama.cpp (:mod:`.gguf`) and the scheduler of parallel sequences (:mod:`.batch`);
-:mod:`.cpu_probe` decides whether llama.cpp's fast CPU kernels may run here. Imports
+:mod:`.cpu_probe` decides whether llama.cpp's fast CPU kernels may run here, and
+:mod:`.threads` how many threads compute by default. Imports
 :mod:`qaudio_local.audio` and the root.
 
 The names below are its public face for the rest of the package (``models`` uses only
@@ -33,6 +34,8 @@ _PUBLIC = {
     "backend_info": ".bindings.backend",
     "KernelVerdict": ".cpu_probe",
     "cpu_kernel_verdict": ".cpu_probe",
+    "default_threads": ".threads",
+    "physical_cores_in": ".threads",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -96,9 +95,10 @@ class AudioModel:
 
     def _load(self) -> None:
         from .cpu_probe import fast_kernel_seam, kernel_plan
+        from .threads import default_threads
 
         llama, opts = self._llama, self.options
-        threads = opts.n_threads or os.cpu_count() or 1
+        threads = opts.n_threads or default_threads()
         kernels = kernel_plan(
             opts.cpu_kernels, self.model_info.quantized, self.projector_info.quantized
         )

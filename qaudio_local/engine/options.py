@@ -25,7 +25,7 @@ class ModelOptions:
         n_gpu_layers: Text-model layers offloaded to the GPU; 0 = CPU only (default),
             -1 = all of them.
         n_ctx: Context window in tokens (default 4096; 30 s of audio takes 750).
-        n_threads: CPU threads (default: all cores).
+        n_threads: CPU threads (default: one per physical core this process may use).
         n_batch: Prompt tokens per llama_decode call (default 512).
         mmproj_on_gpu: Run the audio encoder on the GPU when one is available (default True).
         audio_path: ``"faithful"`` (default): the project's reference-exact audio path (own

@@ -326,23 +326,15 @@ def ram(system: str, proc_dir: Path, cgroup_dir: Path) -> tuple[int, int] | None
     return None
 
 
-def parse_cpuinfo(text: str) -> int | None:
-    """Physical cores from Linux ``/proc/cpuinfo`` text (distinct package/core pairs)."""
-    cores = set()
-    for block in text.split("\n\n"):
-        ids = dict(re.findall(r"^(physical id|core id)\s*:\s*(\d+)", block, re.MULTILINE))
-        if len(ids) == 2:
-            cores.add((ids["physical id"], ids["core id"]))
-    return len(cores) or None
-
-
 def physical_cores(system: str, proc_dir: Path) -> int | None:
     """Physical CPU cores where cheap to learn (Linux cpuinfo, macOS sysctl), else ``None``."""
     if system == "Darwin":
         n = _int(run_probe(["sysctl", "-n", "hw.physicalcpu"]) or "")
         return n if n and n > 0 else None
     try:
-        return parse_cpuinfo((proc_dir / "cpuinfo").read_text())
+        from ..engine import physical_cores_in
+
+        return physical_cores_in((proc_dir / "cpuinfo").read_text())
     except OSError:
         return None
 

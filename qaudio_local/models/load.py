@@ -62,7 +62,7 @@ class LoadSettings:
         mmproj_on_gpu: Run the audio encoder on the GPU; ``None``: the plan's choice for a
             registry model, on (where there is a GPU) for local files.
         kv_type: ``"f16"``, ``"q8_0"`` or ``"f32"`` (local files only).
-        n_threads: CPU threads (``None``: all cores).
+        n_threads: CPU threads (``None``: one per physical core).
         cpu_kernels: ``"auto"``, ``"fast"`` or ``"portable"`` (see ``ModelOptions``).
         audio_path: ``"faithful"`` (reference-exact) or ``"mtmd"`` (llama.cpp's own).
         allow_long_context: Accept an ``n_ctx`` beyond what the model was trained for.
@@ -152,7 +152,7 @@ def load_model(
         n_gpu_layers: Text-model layers on the GPU (-1 all); ``None``: the plan's.
         mmproj_on_gpu: Audio encoder on the GPU; ``None``: the plan's.
         kv_type: KV cache type (``"f32"`` with ``model_file`` only).
-        n_threads: CPU threads (``None``: all cores).
+        n_threads: CPU threads (``None``: one per physical core).
         cpu_kernels: ``"auto"`` (probe once whether llama.cpp's fast kernels run on this
             CPU), ``"fast"`` or ``"portable"``.
         audio_path: ``"faithful"`` (default) or ``"mtmd"``.

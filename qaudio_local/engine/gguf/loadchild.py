@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from ...errors import QAudioError, RuntimeBackendError
+from ..threads import default_threads
 from .info import MMAP_ALIGNMENT
 from .loadcheck import CLEAN_EXIT, NOT_FINITE_EXIT
 
@@ -58,7 +59,7 @@ def _text_alone(
     try:
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = 256
-        cparams.n_threads = cparams.n_threads_batch = options.n_threads or os.cpu_count() or 1
+        cparams.n_threads = cparams.n_threads_batch = options.n_threads or default_threads()
         ctx = llama.llama_init_from_model(lm, cparams)
         if not ctx:
             raise RuntimeBackendError("llama.cpp could not create a context")
