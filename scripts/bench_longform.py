@@ -7,11 +7,16 @@ parallel setting the script fits time = a + b * duration and reports R^2.
 
     .venv/bin/python scripts/bench_longform.py --minutes 1,10,60            # tiny model
     .venv/bin/python scripts/bench_longform.py --real --minutes 1,3         # real encoder
+    .venv/bin/python scripts/bench_longform.py --real --minutes 1,2 --parallel 1 \
+        --projectors f16,q8_0       # the projector a CPU-only plan may pick, side by side
 
 ``--real`` uses a synthetic model with the real encoder (d_model 1280, 32 layers) and a
 one-layer text model of the real width (built once into --work by qaudio_dev.synthetic,
 shared with bench_engine.py); at that size a 30 s segment costs about 15-50 s on 2 CPU
-cores.
+cores. ``--projectors f16,q8_0`` runs each length with each projector (q8_0: the F16 one
+with its matrix weights rewritten, as ``scripts/bench_encoder.py`` makes it); the engine
+puts q8_0 weights on the matrix units where the CPU-kernel verdict lets llama.cpp's AMX
+kernels run, as ``qaudio transcribe`` would.
 """
 
 from __future__ import annotations
@@ -84,21 +89,47 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return float(a), float(b), 1 - ss_res / ss_tot
 
 
-def models(args: argparse.Namespace) -> tuple[Path, Path]:
+def models(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
+    """(text GGUF, projector) per projector name asked for."""
     if args.real:
         from qaudio_dev.synthetic import REAL_AUDIO, REAL_TEXT, build_synthetic
 
         real = build_synthetic(args.work / "real-encoder", REAL_AUDIO, {**REAL_TEXT, "layers": 1})
-        return real.gguf["F16"], real.mmproj
-    from qaudio_local.convert import convert_checkpoint
-    from qaudio_local.convert.tiny import make_tiny_checkpoint
+        text, f16 = real.gguf["F16"], real.mmproj
+    else:
+        from qaudio_local.convert import convert_checkpoint
+        from qaudio_local.convert.tiny import make_tiny_checkpoint
 
-    out = args.work / "tiny" / "gguf"
-    if not out.is_dir():
-        convert_checkpoint(make_tiny_checkpoint(args.work / "tiny" / "ckpt"), out, outtype="f32")
-    files = sorted(out.glob("*.gguf"))
-    mm = next(p for p in files if "mmproj" in p.name)
-    return next(p for p in files if p is not mm), mm
+        out = args.work / "tiny" / "gguf"
+        if not out.is_dir():
+            ckpt = make_tiny_checkpoint(args.work / "tiny" / "ckpt")
+            convert_checkpoint(ckpt, out, outtype="f32", mmproj_outtype="f16")
+        files = sorted(out.glob("*.gguf"))
+        f16 = next(p for p in files if "mmproj" in p.name)
+        text = next(p for p in files if p is not f16)
+    return {name: (text, f16 if name == "f16" else _q8_0(f16)) for name in args.projectors}
+
+
+def _q8_0(f16: Path) -> Path:
+    """The projector with its matrix weights in Q8_0, built once beside the F16 one."""
+    from qaudio_dev import gguf_edit
+    from qaudio_dev.bench.encoder_inputs import is_matmul_weight
+    from qaudio_dev.synthetic import stamped
+
+    dst = f16.with_name(f16.stem + ".q8_0.gguf")
+
+    def make() -> dict[str, str]:
+        qt = int(gguf_edit.QT.Q8_0)
+        gguf_edit.rewrite(f16, dst, tensors=gguf_edit.retype(is_matmul_weight, qt))
+        return {"path": dst.name}
+
+    stamped(dst.with_suffix(".complete.json"), make)
+    return dst
+
+
+def _ratios(slow: list[dict], fast: list[dict]) -> str:
+    """How many times faster ``fast`` ran than ``slow``, length by length."""
+    return ", ".join(f"{a['seconds'] / b['seconds']:.2f}x" for a, b in zip(slow, fast, strict=True))
 
 
 def main() -> None:
@@ -110,36 +141,45 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="real encoder size (slow)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "qaudio-bench")
+    ap.add_argument("--parallel", default="1,4", help="sequences, comma list (default 1,4)")
+    ap.add_argument("--projectors", default="f16", help="f16 and/or q8_0, comma list")
     args = ap.parse_args()
+    args.projectors = [p.strip().casefold() for p in args.projectors.split(",")]
+    if not set(args.projectors) <= {"f16", "q8_0"}:
+        ap.error("--projectors takes f16 and/or q8_0")
+    settings = [int(p) for p in args.parallel.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    pair = models(args)
+    pairs = models(args)
     minutes = [float(m) for m in args.minutes.split(",")]
-    rows: dict[int, list[dict]] = {1: [], 4: []}
+    sides = [(proj, par) for proj in args.projectors for par in settings]
+    rows: dict[tuple[str, int], list[dict]] = {side: [] for side in sides}
     for m in minutes:
         audio = args.work / f"longform-{m:g}min.wav"
         if not audio.exists():
             make_recording(audio, m)
-        for parallel in (1, 4):  # interleaved: both settings per length
-            rows[parallel].append(measure(pair, audio, parallel, args.threads))
+        for proj, parallel in sides:  # interleaved: every setting per length
+            rows[proj, parallel].append(measure(pairs[proj], audio, parallel, args.threads))
     kind = "real encoder size" if args.real else "tiny model"
     print(f"\nlong-form, {kind}, {args.threads} threads\n")
-    print("| audio | parallel | segments | seconds | RTF | peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| audio | projector | parallel | segments | seconds | RTF | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
     for i, m in enumerate(minutes):
-        for parallel in (1, 4):
-            r = rows[parallel][i]
+        for side in sides:
+            r = rows[side][i]
             print(
-                f"| {m:g} min | {parallel} | {r['segments']} | {r['seconds']:.1f} | "
+                f"| {m:g} min | {side[0]} | {side[1]} | {r['segments']} | {r['seconds']:.1f} | "
                 f"{r['seconds'] / r['duration']:.4f} | {r['rss_mib']:.0f} |"
             )
-    for parallel in (1, 4):
+    for side in sides:
         if len(minutes) >= 3:
-            _, b, r2 = fit(
-                [r["duration"] for r in rows[parallel]], [r["seconds"] for r in rows[parallel]]
-            )
-            print(f"\nparallel {parallel}: {b:.4f} s per second of audio, R^2 = {r2:.4f}")
-    speed = [a["seconds"] / b["seconds"] for a, b in zip(rows[1], rows[4], strict=True)]
-    print(f"parallel 4 vs 1: {', '.join(f'{s:.2f}x' for s in speed)} faster")
+            _, b, r2 = fit([r["duration"] for r in rows[side]], [r["seconds"] for r in rows[side]])
+            print(f"\n{side[0]}, parallel {side[1]}: {b:.4f} s per second of audio, R^2 = {r2:.4f}")
+    for proj in args.projectors:
+        if {(proj, 1), (proj, 4)} <= set(rows):
+            print(f"{proj}: parallel 4 vs 1: {_ratios(rows[proj, 1], rows[proj, 4])} faster")
+    if len(args.projectors) == 2:
+        for par in settings:
+            print(f"parallel {par}: q8_0 vs f16: {_ratios(rows['f16', par], rows['q8_0', par])}")
 
 
 if __name__ == "__main__":
