@@ -135,3 +135,21 @@ def test_whisper_cpp_runs_the_written_weights_as_transformers_does(tiny: Path) -
         got = np.load(tiny / f"{key}.npy")
         assert got.shape == ref.shape and np.isfinite(got).all(), key
         assert np.abs(got - ref).max() <= bound, (key, float(np.abs(got - ref).max()))
+
+
+def test_the_whisper_cpp_side_is_left_out_with_a_reason_without_pywhispercpp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from qaudio_dev.bench.encoder_inputs import whisper_for_cpp
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pywhispercpp" else real(name, *a),
+    )
+    files, why = whisper_for_cpp(tmp_path, {"d_model": 64, "layers": 1, "heads": 4, "ffn": 128})
+    assert files == {} and why == "whisper.cpp: pywhispercpp is not installed"
+    assert list(tmp_path.iterdir()) == []  # nothing built for a side that cannot run
