@@ -21,7 +21,7 @@ side's rate is printed as a fraction of the peak for its arithmetic.
     .venv/bin/python scripts/bench_encoder.py --sides ggml:F16,torch:bfloat16 --inputs 30s
     .venv/bin/python scripts/bench_encoder.py --smoke      # tiny dims: checks the plumbing
 
-Needs ~6 GB of RAM and ~8 GB of disk at real size; takes 20-40 minutes on 2 cores (less
+Needs ~6 GB of RAM and ~12 GB of disk at real size; takes 25-45 minutes on 2 cores (less
 with --keep after the first run).
 """
 
