@@ -2,8 +2,8 @@
 
 Only the structure is checked, never a timing: tiny dimensions, every side the machine can
 run (the ggml encoder in each weight type, transformers in float32 and bfloat16,
-CTranslate2 in each compute type this CPU has), each in its own child process, and the
-machine's matmul peak.
+CTranslate2 in each compute type this CPU has, whisper.cpp's encoder in F16 and Q8_0),
+each in its own child process, and the machine's matmul peak.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def test_the_encoder_benchmark_times_every_side_and_prints_the_table(tmp_path: P
     expected = {f"ggml:{t}" for t in ("F32", "F16", "BF16", "Q8_0")}
     expected |= {"torch:float32", "torch:bfloat16"}
     expected |= {f"ct2:{t}" for t in ("int8", "int8_float32", "float32", "bfloat16") if t in ct2}
+    expected |= {"wcpp:F16", "wcpp:Q8_0"}  # the bench extra installs pywhispercpp
     assert set(data["sides"]) == expected
     for side, times in data["sides"].items():
         assert set(times) == set(INPUTS), side
@@ -53,3 +54,4 @@ def test_the_encoder_benchmark_times_every_side_and_prints_the_table(tmp_path: P
     cells = [ln.split("|")[1].strip() for ln in run.stdout.splitlines() if ln.startswith("| ")]
     assert sorted(c for c in cells if ":" in c) == sorted(expected)
     assert "A 30 s window is" in run.stdout and "% of peak" in run.stdout
+    assert "full 30 s window (1500 positions)" in run.stdout

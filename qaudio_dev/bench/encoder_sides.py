@@ -15,6 +15,13 @@ line: ``{"side": ..., "load_s": ..., "seconds": {input: [times]}}``. Sides:
 - ``ct2:<compute type>``: CTranslate2's Whisper encoder (faster-whisper's engine) on a
   random Whisper-large-v3-shaped model converted by CTranslate2's own converter; windows
   padded to 30 s, several as one batch.
+- ``wcpp:<TYPE>``: whisper.cpp's encoder (libwhisper 1.8.5 from the pywhispercpp wheel,
+  through :mod:`~qaudio_dev.bench.whisper_cpp`) on the same random Whisper written in its
+  own format, F16 or Q8_0 (:mod:`~qaudio_dev.bench.whisper_ggml`), with its default
+  context parameters on the CPU (flash attention on); whisper.cpp has no batch and its API
+  always encodes a full 30 s window (1500 positions), so each window is padded to 30 s and
+  encoded one by one. ``whisper_encode`` also computes the one decoder layer's
+  cross-attention keys and values (under 0.5% of a real-size window's arithmetic).
 - ``peak``: the machine's measured peak: large matrix products through torch in float32,
   bfloat16 and int8, in GFLOP/s (GOP/s for int8).
 
@@ -128,6 +135,25 @@ def _ct2(spec: dict[str, Any], compute: str) -> tuple[float, dict[str, Callable[
     return load, {k: run(v) for k, v in spec["inputs"].items()}
 
 
+def _wcpp(spec: dict[str, Any], wtype: str) -> tuple[float, dict[str, Callable[[], object]]]:
+    from qaudio_dev.bench.whisper_cpp import WhisperCpp
+
+    t0 = time.perf_counter()
+    model = WhisperCpp(Path(spec["wcpp_models"][wtype]), n_threads=spec["threads"])
+    load = time.perf_counter() - t0
+
+    def run(seconds: float) -> Callable[[], object]:
+        windows = _padded_windows(seconds)
+
+        def go() -> None:
+            for w in windows:
+                model.encode(w)
+
+        return go
+
+    return load, {k: run(v) for k, v in spec["inputs"].items()}
+
+
 def peak(threads: int, n: int = 2048, repeats: int = 3) -> dict[str, float]:
     """Best rate of an n x n x n matrix product per type, in G(FL)OP/s."""
     import torch
@@ -157,7 +183,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"side": side, "peak": peak(spec["threads"])}))
         return 0
     kind, _, variant = side.partition(":")
-    make = {"ggml": _ggml, "torch": _torch, "ct2": _ct2}[kind]
+    make = {"ggml": _ggml, "torch": _torch, "ct2": _ct2, "wcpp": _wcpp}[kind]
     load, runs = make(spec, variant)
     seconds = {name: _timed(fn, spec["repeats"]) for name, fn in runs.items()}
     print(json.dumps({"side": side, "load_s": load, "seconds": seconds}))
