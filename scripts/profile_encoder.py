@@ -20,10 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from qaudio_dev.bench.encoder_ops import TYPES, Dims, ops, time_op  # noqa: E402
+from qaudio_dev.bench.encoder_ops import TYPES, Dims, ops, time_op
 
 
 def torch_rates(d: Dims, positions: int, threads: int) -> dict[str, float]:

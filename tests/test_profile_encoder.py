@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ def test_the_profile_times_each_op_kind_and_sums_them(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads(out.read_text())
