@@ -135,6 +135,15 @@ def test_help_explains_the_options(args: tuple[str, ...], expected: list[str]) -
         assert word in text, (word, result.stdout)
 
 
+def test_qaudio_ui_help_offers_no_option_it_refuses() -> None:
+    """serve's --no-ui is shared through its options but means nothing for ``qaudio ui``:
+    not in its help, and a clear usage error if given anyway."""
+    assert "--no-ui" in invoke("serve", "--help").stdout
+    assert "--no-ui" not in invoke("ui", "--help").stdout
+    refused = invoke("ui", "--no-ui")
+    assert refused.exit_code == 2 and "--no-ui is for qaudio serve" in refused.output
+
+
 def test_every_command_takes_debug_after_its_name() -> None:
     """`qaudio selftest --debug` works as `qaudio --debug selftest` does (and says it)."""
     assert {"run", "chat", "serve", "transcribe", "selftest", "hardware"} <= set(main.commands)

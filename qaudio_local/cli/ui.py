@@ -43,3 +43,10 @@ def ui(ctx: click.Context, **opts: Any) -> None:
             click.echo(f"no browser could be opened here: open {url} yourself", err=True)
 
     serve_with(ctx, opts, then=open_page)
+
+
+# qaudio ui always serves the page: keep serve's --no-ui out of its --help (it is still
+# refused with a clear error if given)
+for _param in ui.params:
+    if _param.name == "no_ui" and isinstance(_param, click.Option):
+        _param.hidden = True
