@@ -43,10 +43,10 @@ def test_which_weights_the_matrix_units_take() -> None:
     assert not _runs_on_amx("a.conv1d.1.weight", q8, [3, 128])  # a convolution
 
 
-def _verdict(text_ok: bool) -> KernelVerdict:
+def _verdict(text_ok: bool, amx: bool = True) -> KernelVerdict:
     bad = "ok" if text_ok else "SIGILL"
     return KernelVerdict(
-        steps=tuple((s, bad if s.startswith("text:") else "ok") for s in STEPS), amx=True
+        steps=tuple((s, bad if s.startswith("text:") else "ok") for s in STEPS), amx=amx
     )
 
 
@@ -73,6 +73,18 @@ def test_the_verdict_decides_where_the_encoder_weights_go(
     cpu_probe._store(cpu_probe.build_key(), _verdict(text_ok))
     plan = kernel_plan(choice, text_quantized=True, projector_quantized=projector_quantized)
     assert plan.encoder_extra_bufts is expected
+
+
+def test_a_build_without_amx_kernels_keeps_the_encoder_weights_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build compiled without AMX kernels (its system info says none) on an AMX CPU:
+    every probe step passes, yet there is nothing to move the weights to."""
+    monkeypatch.setenv("QAUDIO_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("QAUDIO_CPU_KERNELS", raising=False)
+    cpu_probe._store(cpu_probe.build_key(), _verdict(True, amx=False))
+    plan = kernel_plan("auto", text_quantized=True, projector_quantized=True)
+    assert plan.extra_bufts and not plan.encoder_extra_bufts
 
 
 def _embeddings(path: Path, extra: bool) -> tuple[np.ndarray, int]:

@@ -349,7 +349,9 @@ def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) ->
             f"({_short(verdict.outcome(MTMD_STEP))}); use --audio-path faithful or an f16 "
             "projector"
         )
-    encoder_extra = projector_quantized and verdict.text_fast_ok and not widen
+    # the matrix units only where this build has AMX kernels and the text steps (the same
+    # AMX matmul) ran
+    encoder_extra = projector_quantized and verdict.amx and verdict.text_fast_ok and not widen
     return KernelPlan(extra, widen, mtmd_fault, tuple(notices), encoder_extra)
 
 
