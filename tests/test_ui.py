@@ -404,6 +404,11 @@ def test_phone_width(browser: Any, server: Server, shots: Path) -> None:
                 p.wait_for_selector("#st-facts dd")
             wide = p.evaluate("document.documentElement.scrollWidth")
             assert wide <= PHONE["width"], view  # nothing wider than the phone
+            tabs = p.evaluate(
+                "(() => { const t = document.querySelector('.tabs');"
+                " return [t.scrollWidth, t.clientWidth]; })()"
+            )
+            assert tabs[0] <= tabs[1], (view, tabs)  # every tab in sight, no sideways scroll
             p.screenshot(path=str(shots / f"{view}-phone.png"))
         same_origin(w, server.url)
     assert DESKTOP["width"] > PHONE["width"]
