@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from qaudio_dev.bench.encoder_flops import encoder_flops
-from qaudio_dev.bench.encoder_inputs import build_inputs
+from qaudio_dev.bench.encoder_inputs import WHISPER_CPP_TYPES, build_inputs
 
 INPUTS = {"5s": 5.0, "30s": 30.0, "4x30s": 120.0}
 GGML_TYPES = ("F32", "F16", "BF16", "Q8_0")
@@ -58,7 +58,6 @@ PEAK_OF = {  # the arithmetic each side mostly does
     "wcpp:F16": "float32",  # as ggml:F16: F16 weights, F32 arithmetic
     "wcpp:Q8_0": "int8",
 }
-WCPP_TYPES = ("F16", "Q8_0")
 WHISPER_CPP = (
     "wcpp: whisper.cpp's encoder (libwhisper from the pywhispercpp wheel), default context "
     "parameters on the CPU (flash attention on); its API always encodes a full 30 s window "
@@ -82,7 +81,7 @@ def _sides(args: argparse.Namespace, ct2_types: set[str], wcpp_types: set[str]) 
     out = [f"ggml:{t}" for t in GGML_TYPES]
     out += [f"torch:{t}" for t in TORCH_TYPES]
     out += [f"ct2:{t}" for t in CT2_TYPES if t in ct2_types]
-    out += [f"wcpp:{t}" for t in WCPP_TYPES if t in wcpp_types]
+    out += [f"wcpp:{t}" for t in WHISPER_CPP_TYPES if t in wcpp_types]
     return out
 
 

@@ -97,6 +97,12 @@ class KernelVerdict:
         return self.error is None and all(self.outcome(s) == "ok" for s in TEXT_STEPS)
 
     @property
+    def matrix_units_ok(self) -> bool:
+        """This build has AMX kernels and they ran (the text steps use the same AMX matmul
+        the encoder's Q8_0 weights would)."""
+        return self.amx and self.text_fast_ok
+
+    @property
     def encoder_ok(self) -> bool:
         """The project's encoder runs a quantized projector's kernels here."""
         return self.error is None and self.outcome(ENCODER_STEP) == "ok"
@@ -349,9 +355,7 @@ def kernel_plan(choice: str, text_quantized: bool, projector_quantized: bool) ->
             f"({_short(verdict.outcome(MTMD_STEP))}); use --audio-path faithful or an f16 "
             "projector"
         )
-    # the matrix units only where this build has AMX kernels and the text steps (the same
-    # AMX matmul) ran
-    encoder_extra = projector_quantized and verdict.amx and verdict.text_fast_ok and not widen
+    encoder_extra = projector_quantized and verdict.matrix_units_ok and not widen
     return KernelPlan(extra, widen, mtmd_fault, tuple(notices), encoder_extra)
 
 

@@ -105,8 +105,13 @@ def _cpu_kernels() -> tuple[str, bool, str, bool, str | None]:
         verdict = cpu_kernel_verdict()
     except Exception as exc:
         return "", True, "", False, f"CPU kernels not probed ({exc})"
-    amx = verdict.amx and verdict.text_fast_ok
-    return verdict.summary(), verdict.text_fast_ok, verdict.cause(), amx, None
+    return (
+        verdict.summary(),
+        verdict.text_fast_ok,
+        verdict.cause(),
+        verdict.matrix_units_ok,
+        None,
+    )
 
 
 def detect(
