@@ -156,6 +156,12 @@ def _inputs(audio: tuple[str, ...]) -> list[tuple[Any, Path]]:
     help="One segment at a time from an empty cache: the same files on every run and "
     "resume (slower than --parallel).",
 )
+@click.option(
+    "--keep-loops",
+    is_flag=True,
+    help="Let a segment whose text turns into one phrase over and over run on to the token "
+    "limit, every repeat kept (by default it stops there and keeps the phrase once).",
+)
 @click.option("--overwrite", is_flag=True, help="Transcribe again files whose outputs exist.")
 @click.option("--json-progress", is_flag=True, help="Progress as JSON lines on stderr.")
 @click.option("--quiet", is_flag=True, help="Do not print the segments on stdout.")
@@ -202,7 +208,7 @@ def transcribe(ctx: click.Context, audio: tuple[str, ...], **opts: Any) -> None:
         prompt=opts["prompt"],
         condition_on_previous_text=opts["condition_on_previous_text"],
         vad=opts["vad"],
-        sampling=sampling_from(opts, logprobs=True),
+        sampling=sampling_from(opts, logprobs=True, stop_loops=not opts["keep_loops"]),
         parallel=parallel,
         deterministic=opts["deterministic"],
     )

@@ -118,6 +118,9 @@ class SamplingOptions:
         stop: Strings that end the answer when generated (not included in the text;
             default none).
         logprobs: Report each token's log-probability under the model (default False).
+        stop_loops: End the answer once it has turned into a loop, one phrase over and over
+            (``finish_reason="loop"``; see :mod:`~qaudio_local.engine.loops`). Default
+            False; transcription turns it on.
     """
 
     temperature: float = 0.0
@@ -129,6 +132,7 @@ class SamplingOptions:
     stop_at_end_of_turn: bool = True
     stop: tuple[str, ...] = ()
     logprobs: bool = False
+    stop_loops: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str) or not all(isinstance(x, str) for x in self.stop):

@@ -69,7 +69,8 @@ class Result:
     Attributes:
         text: The whole answer.
         finish_reason: ``"stop"`` (end of turn or a stop string), ``"length"`` (max_tokens
-            or the context is full) or ``"cancelled"``.
+            or the context is full), ``"loop"`` (it had turned into a loop; only with
+            ``SamplingOptions(stop_loops=True)``) or ``"cancelled"``.
         tokens: The generated token ids.
         logprobs: Their log-probabilities (with ``SamplingOptions(logprobs=True)``).
     """

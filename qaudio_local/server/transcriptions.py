@@ -81,7 +81,9 @@ def audio_endpoint(state: ServerState, task: str) -> Callable[..., Coroutine[Any
             task=task,
             language=language_name(language),
             hint=prompt or None,
-            sampling=SamplingOptions(max_tokens=300, temperature=temperature, logprobs=True),
+            sampling=SamplingOptions(
+                max_tokens=300, temperature=temperature, logprobs=True, stop_loops=True
+            ),
             parallel=state.parallel,
         )
         slot = Slot(state)

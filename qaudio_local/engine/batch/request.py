@@ -3,8 +3,9 @@
 A :class:`Request` holds what was asked (the prompt, the sampling options), the queue its
 consumer reads (:class:`~.results.Chunk` items, then one :class:`~.results.Result` or an
 exception) and the state of its sequence that the scheduler's thread keeps: the slot it
-occupies, positions fed and reused, its sampler, stop strings and UTF-8 decoder, and when
-its prompt was done, from which :meth:`Request.result` reports usage and timings.
+occupies, positions fed and reused, its sampler, stop strings, loop watch and UTF-8
+decoder, and when its prompt was done, from which :meth:`Request.result` reports usage
+and timings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 import numpy as np
 
+from ..loops import LoopWatch
 from ..options import SamplingOptions
 from ..prefill import Piece, Prompt
 from ..results import Chunk, Result, Timings, Usage
@@ -59,6 +61,7 @@ class Request:
         self.sampler: TokenSampler | None = None
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stops = StopText(sampling.stop)
+        self.loops = LoopWatch() if sampling.stop_loops else None
         self.t_submit = time.perf_counter()
         self.t_prompt = 0.0
 

@@ -431,6 +431,8 @@ class Scheduler:
         req.out.put(Chunk(text=shown, token=tok, logprob=logprob))
         if stopped:
             self._finish(req, "stop", flush=False)
+        elif req.loops is not None and req.loops.feed(tok):
+            self._finish(req, "loop")
         elif len(req.tokens) >= s.max_tokens or len(req.slot.keys) + 1 >= self.lm.n_ctx:  # type: ignore[union-attr]
             self._finish(req, "length")
         else:
