@@ -9,6 +9,9 @@ parallel setting the script fits time = a + b * duration and reports R^2.
     .venv/bin/python scripts/bench_longform.py --real --minutes 1,3         # real encoder
     .venv/bin/python scripts/bench_longform.py --real --minutes 1,2 --parallel 1 \
         --projectors f16,q8_0       # the projector a CPU-only plan may pick, side by side
+    .venv/bin/python scripts/bench_longform.py --real --minutes 1,2 --parallel 1 \
+        --text on,off,4             # the text guards on (as shipped) and off, and text of
+                                    # a real transcript's length (4 tokens per second)
 
 ``--real`` uses a synthetic model with the real encoder (d_model 1280, 32 layers) and a
 one-layer text model of the real width (built once into --work by qaudio_dev.synthetic,
@@ -17,6 +20,14 @@ cores. ``--projectors f16,q8_0`` runs each length with each projector (q8_0: the
 with its matrix weights rewritten, as ``scripts/bench_encoder.py`` makes it); the engine
 puts q8_0 weights on the matrix units where the CPU-kernel verdict lets llama.cpp's AMX
 kernels run, as ``qaudio transcribe`` would.
+
+``--text`` says how long each segment's text may run; the table's tokens column counts what
+the segments wrote. ``on``: as ``qaudio transcribe`` ships (a loop is stopped, at most 10
+tokens per second of a segment's audio); ``off``: neither guard (``--keep-loops``, and
+``max_tokens`` alone, as before both existed). A number R: the guards on and at most R
+tokens per second of audio, a stand-in for a real model's transcript, since random weights
+never end a segment by themselves; the synthetic clips hold 2.7-3.0 words per second of
+speech, about 4 tokens at 1.3 tokens a word.
 """
 
 from __future__ import annotations
@@ -54,24 +65,35 @@ def make_recording(path: Path, minutes: float, seed: int = 0) -> float:
     return total / 16000
 
 
-def run_one(model: str, mmproj: str, audio: str, parallel: int, threads: int) -> None:
-    """In the child: load, transcribe, print the timings as JSON."""
+def run_one(model: str, mmproj: str, audio: str, parallel: int, threads: int, text: str) -> None:
+    """In the child: load, transcribe, print the timings and tokens written as JSON."""
+    from dataclasses import replace
+
     from qaudio_local.engine.model import AudioModel
     from qaudio_local.engine.options import ModelOptions
     from qaudio_local.transcription import TranscribeOptions, transcribe
 
     opts = ModelOptions(n_ctx=max(4096, parallel * 1100), n_threads=threads, n_parallel=parallel)
+    options = TranscribeOptions(language="English", parallel=parallel)
+    if text == "off":
+        sampling = replace(options.sampling, stop_loops=False)
+        options = replace(options, sampling=sampling, tokens_per_second=None)
+    elif text != "on":
+        options = replace(options, tokens_per_second=float(text))
     with AudioModel(model, mmproj, opts) as m:
         t0 = time.perf_counter()
-        tr = transcribe(m, audio, TranscribeOptions(language="English", parallel=parallel))
-        n = sum(1 for _ in tr)
+        tr = transcribe(m, audio, options)
+        tokens = [len(s.tokens) for s in tr]
         secs = time.perf_counter() - t0
-    print(json.dumps({"seconds": secs, "duration": tr.info.duration, "segments": n}))
+    out = {"seconds": secs, "duration": tr.info.duration, "segments": len(tokens)}
+    print(json.dumps({**out, "tokens": sum(tokens)}))
 
 
-def measure(pair: tuple[Path, Path], audio: Path, parallel: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--run-one", str(pair[0]), str(pair[1]), str(audio)]
-    proc = subprocess.Popen([*cmd, str(parallel), str(threads)], stdout=subprocess.PIPE, text=True)
+def measure(side: tuple[str, int, str], pairs: dict, audio: Path, threads: int) -> dict:
+    (model, mmproj), parallel, text = pairs[side[0]], side[1], side[2]
+    cmd = [sys.executable, __file__, "--run-one", str(model), str(mmproj), str(audio)]
+    cmd += [str(parallel), str(threads), text]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the child failed on {audio}")
@@ -134,7 +156,7 @@ def _ratios(slow: list[dict], fast: list[dict]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--run-one":
-        run_one(*sys.argv[2:5], int(sys.argv[5]), int(sys.argv[6]))
+        run_one(*sys.argv[2:5], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", default="1,10,60")
@@ -143,43 +165,71 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "qaudio-bench")
     ap.add_argument("--parallel", default="1,4", help="sequences, comma list (default 1,4)")
     ap.add_argument("--projectors", default="f16", help="f16 and/or q8_0, comma list")
+    ap.add_argument(
+        "--text",
+        default="on",
+        help="on (the text guards as shipped), off, and/or a number of tokens per second "
+        "of audio (a real transcript's length), comma list",
+    )
     args = ap.parse_args()
     args.projectors = [p.strip().casefold() for p in args.projectors.split(",")]
     if not set(args.projectors) <= {"f16", "q8_0"}:
         ap.error("--projectors takes f16 and/or q8_0")
+    args.text = [p.strip().casefold() for p in args.text.split(",")]
+    if not all(t in ("on", "off") or t.replace(".", "", 1).isdigit() for t in args.text):
+        ap.error("--text takes on, off and/or numbers")
     settings = [int(p) for p in args.parallel.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     pairs = models(args)
     minutes = [float(m) for m in args.minutes.split(",")]
-    sides = [(proj, par) for proj in args.projectors for par in settings]
-    rows: dict[tuple[str, int], list[dict]] = {side: [] for side in sides}
+    sides = [(p, par, t) for p in args.projectors for par in settings for t in args.text]
+    rows: dict[tuple[str, int, str], list[dict]] = {side: [] for side in sides}
     for m in minutes:
         audio = args.work / f"longform-{m:g}min.wav"
         if not audio.exists():
             make_recording(audio, m)
-        for proj, parallel in sides:  # interleaved: every setting per length
-            rows[proj, parallel].append(measure(pairs[proj], audio, parallel, args.threads))
+        for side in sides:  # interleaved: every setting per length
+            rows[side].append(measure(side, pairs, audio, args.threads))
     kind = "real encoder size" if args.real else "tiny model"
     print(f"\nlong-form, {kind}, {args.threads} threads\n")
-    print("| audio | projector | parallel | segments | seconds | RTF | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    cols = [
+        "audio",
+        "projector",
+        "parallel",
+        "text",
+        "segments",
+        "tokens",
+        "seconds",
+        "RTF",
+        "peak_RSS_MiB",
+    ]
+    print("| " + " | ".join(c.replace("_", " ") for c in cols) + " |")
+    print("|" + "---|" * len(cols))
     for i, m in enumerate(minutes):
         for side in sides:
             r = rows[side][i]
             print(
-                f"| {m:g} min | {side[0]} | {side[1]} | {r['segments']} | {r['seconds']:.1f} | "
-                f"{r['seconds'] / r['duration']:.4f} | {r['rss_mib']:.0f} |"
+                f"| {m:g} min | {side[0]} | {side[1]} | {side[2]} | {r['segments']} | "
+                f"{r['tokens']} | {r['seconds']:.1f} | {r['seconds'] / r['duration']:.4f} | "
+                f"{r['rss_mib']:.0f} |"
             )
     for side in sides:
         if len(minutes) >= 3:
             _, b, r2 = fit([r["duration"] for r in rows[side]], [r["seconds"] for r in rows[side]])
-            print(f"\n{side[0]}, parallel {side[1]}: {b:.4f} s per second of audio, R^2 = {r2:.4f}")
-    for proj in args.projectors:
-        if {(proj, 1), (proj, 4)} <= set(rows):
-            print(f"{proj}: parallel 4 vs 1: {_ratios(rows[proj, 1], rows[proj, 4])} faster")
-    if len(args.projectors) == 2:
-        for par in settings:
-            print(f"parallel {par}: q8_0 vs f16: {_ratios(rows['f16', par], rows['q8_0', par])}")
+            name = ", ".join(map(str, side))
+            print(f"\n{name}: {b:.4f} s per second of audio, R^2 = {r2:.4f}")
+    for proj, t in ((p, t) for p in args.projectors for t in args.text):
+        if {(proj, 1, t), (proj, 4, t)} <= set(rows):
+            got = _ratios(rows[proj, 1, t], rows[proj, 4, t])
+            print(f"{proj}, text {t}: parallel 4 vs 1: {got} faster")
+    for par, t in ((par, t) for par in settings for t in args.text):
+        if len(args.projectors) == 2:
+            got = _ratios(rows["f16", par, t], rows["q8_0", par, t])
+            print(f"parallel {par}, text {t}: q8_0 vs f16: {got}")
+    for proj, par in ((p, par) for p in args.projectors for par in settings):
+        if {"on", "off"} <= set(args.text):
+            got = _ratios(rows[proj, par, "off"], rows[proj, par, "on"])
+            print(f"{proj}, parallel {par}: text guards on vs off: {got}")
 
 
 if __name__ == "__main__":

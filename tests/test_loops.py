@@ -1,11 +1,12 @@
-"""Answers that turn into a loop: found while decoding (LoopWatch), stopped by the
-scheduler (``SamplingOptions(stop_loops=True)``), trimmed by transcription
-(collapse_repeats). The engine, transcription and CLI tests run the tiny model through the
-real bindings."""
+"""Runaway answers. Loops: found while decoding (LoopWatch), stopped by the scheduler
+(``SamplingOptions(stop_loops=True)``), trimmed by transcription (collapse_repeats); and a
+segment's token limit per second of its audio (``TranscribeOptions.tokens_per_second``).
+The engine, transcription and CLI tests run the tiny model through the real bindings."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from qaudio_local.engine.loops import MAX_DISTINCT, WINDOW, LoopWatch, collapse_
 from qaudio_local.engine.model import AudioModel
 from qaudio_local.engine.options import SamplingOptions
 from qaudio_local.transcription import TranscribeOptions, transcribe
+from qaudio_local.transcription.longform import MIN_SEGMENT_TOKENS
 from tests.support.cli import invoke
 
 SR = 16000
@@ -141,3 +143,32 @@ def test_cli_transcribe_stops_loops_unless_keep_loops(
     n = first_loop(tokens[True])
     assert n is not None and n < len(tokens[True]), "no loop to stop"
     assert tokens[False] == tokens[True][:n]
+
+
+def test_a_segment_writes_at_most_tokens_per_second_of_its_audio(
+    tiny_model: AudioModel, tmp_path: Path
+) -> None:
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, np.concatenate([np.zeros(SR // 2), tone(3.0), np.zeros(SR // 2)]), SR)
+    base = TranscribeOptions(
+        language="English",
+        vad="energy",  # a tone is not speech
+        sampling=SamplingOptions(max_tokens=300),  # loops not stopped: only the limits act
+    )
+    runs = {}
+    for name, opts in {
+        "unbounded": replace(base, tokens_per_second=None),
+        "bounded": replace(base, tokens_per_second=15),
+        "own prompt": replace(base, prompt="Describe the sound."),
+    }.items():
+        (runs[name],) = list(transcribe(tiny_model, str(wav), opts))
+    seg = runs["bounded"]
+    limit = max(MIN_SEGMENT_TOKENS, math.ceil(15 * (seg.end - seg.start)))
+    assert 32 < limit < len(runs["unbounded"].tokens), "the bound does not bite here"
+    assert seg.tokens == runs["unbounded"].tokens[:limit]
+    assert len(runs["own prompt"].tokens) > limit  # an answer of one's own is not bounded
+    assert TranscribeOptions().sampling_for(1.0).max_tokens == MIN_SEGMENT_TOKENS
+    assert TranscribeOptions().sampling_for(29.9).max_tokens == 299
+    assert TranscribeOptions().sampling_for(60.0).max_tokens == 300  # within max_tokens
+    with pytest.raises(ValueError, match="tokens_per_second"):
+        TranscribeOptions(tokens_per_second=0)

@@ -194,7 +194,10 @@ def test_manual_commits_at_16_khz(det: Server, offline: Any) -> None:
     expected = [
         clean(
             offline.generate(
-                opts.instruction(language), [x], sampling=opts.sampling, cold=True
+                opts.instruction(language),
+                [x],
+                sampling=opts.sampling_for(len(x) / 16_000),
+                cold=True,
             ).text
         )
         for x in audio

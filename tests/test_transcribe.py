@@ -163,7 +163,8 @@ def test_each_segment_stands_alone_unless_conditioned(tiny_gguf: Pair, tmp_path:
         segs = list(transcribe(m, path, o))
         assert len(segs) == 2
         audio = read_range(path, segs[1].start_sample, segs[1].end_sample)
-        alone = m.generate(o.instruction("english"), [audio], sampling=o.sampling, cold=True)
+        sampling = o.sampling_for(len(audio) / SR)  # the segment's token limit
+        alone = m.generate(o.instruction("english"), [audio], sampling=sampling, cold=True)
         assert segs[1].tokens == alone.tokens
         conditioned = list(transcribe(m, path, replace(o, condition_on_previous_text=True)))
         assert conditioned[0].tokens == segs[0].tokens

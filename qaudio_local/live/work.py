@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..chat import Conversation
+from ..config import SAMPLE_RATE
 from ..engine.results import Generation
 from ..transcription import detect_language
 from ..transcription.writers import clean
@@ -151,7 +152,7 @@ class Transcriber:
         gen = self.model.stream(
             options.instruction(language),
             [piece.audio],
-            sampling=options.sampling,
+            sampling=options.sampling_for(len(piece.audio) / SAMPLE_RATE),
             keep_cache=False,
             cold=self.deterministic,
         )
@@ -169,7 +170,7 @@ class Transcriber:
         finally:
             turn.running.set(None)
         if gen.result is not None:
-            turn.texts.append(clean(gen.result.text.strip()))
+            turn.texts.append(clean(options.segment_text(gen.result)))
             turn.usage = turn.usage.plus(gen.result.usage)
 
     def finish(self, turn: Turn) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -35,12 +36,13 @@ if TYPE_CHECKING:
 
     from ..audio.vad import Segmenter, SpeechSegment, VadOptions
     from ..engine.model import AudioModel
-    from ..engine.results import Generation
+    from ..engine.results import Generation, Result
 
 # what a recording may be given as: a path, or a whole file's bytes (stdin, an upload)
 Source = Union[str, Path, bytes, bytearray, memoryview]  # noqa: UP007 (a run-time alias)
 
 TASKS = ("transcribe", "translate")
+MIN_SEGMENT_TOKENS = 32  # the least a segment may write, however short
 LANGUAGE_PROMPT = (
     "Which language is spoken in this audio? Answer with the name of the language only."
 )
@@ -70,6 +72,12 @@ class TranscribeOptions:
             segment stops once its text has turned into a loop, one phrase over and over:
             ``stop_loops``; the phrase is then kept once, see
             :func:`~qaudio_local.engine.loops.collapse_repeats`).
+        tokens_per_second: The most tokens a transcribed or translated segment may write
+            per second of its audio (default 10: about twice fast speech, as Whisper's 224
+            tokens per 30 s window), and at least 32; within ``sampling.max_tokens``. It
+            bounds what a model that has stopped following the audio writes for a short
+            segment. ``None``: ``max_tokens`` alone. Not applied to a ``prompt`` of one's
+            own, whose answer need not grow with the audio.
         parallel: Segments in flight at once (default: the model's ``n_parallel``).
         deterministic: One segment at a time, each from an empty cache, so that the text
             of a segment does not depend on what ran before it (a resumed run then writes
@@ -91,6 +99,7 @@ class TranscribeOptions:
     sampling: SamplingOptions = field(
         default_factory=lambda: SamplingOptions(max_tokens=300, logprobs=True, stop_loops=True)
     )
+    tokens_per_second: float | None = 10.0
     parallel: int | None = None
     deterministic: bool = False
 
@@ -101,6 +110,25 @@ class TranscribeOptions:
             raise ValueError("vad must be auto, silero or energy")
         if self.parallel is not None and not 1 <= self.parallel <= 64:
             raise ValueError("parallel must be 1..64")
+        if self.tokens_per_second is not None and not 0.1 <= self.tokens_per_second <= 1000:
+            raise ValueError("tokens_per_second must be None or a number in 0.1..1000")
+
+    def segment_text(self, result: Result) -> str:
+        """A segment's text from its answer: with ``stop_loops``, a loop at its end kept
+        once (:func:`~qaudio_local.engine.loops.collapse_repeats`; a server's loop runs on
+        to the limit, so an answer cut by the limit is looked at too)."""
+        text = result.text
+        if self.sampling.stop_loops and result.finish_reason in ("loop", "length"):
+            text = collapse_repeats(text)
+        return text.strip()
+
+    def sampling_for(self, seconds: float) -> SamplingOptions:
+        """The sampling of a segment of ``seconds`` (its token limit; see
+        ``tokens_per_second``)."""
+        if self.prompt or self.tokens_per_second is None:
+            return self.sampling
+        limit = max(MIN_SEGMENT_TOKENS, math.ceil(self.tokens_per_second * seconds))
+        return replace(self.sampling, max_tokens=min(self.sampling.max_tokens, limit))
 
     @property
     def detector(self) -> str:
@@ -346,7 +374,7 @@ class Transcription:
         gen = self.model.stream(
             o.instruction(self.info.language, previous, base=self._base),
             [piece.audio],
-            sampling=o.sampling,
+            sampling=o.sampling_for((piece.end - piece.start) / SAMPLE_RATE),
             keep_cache=False,
         )
         return gen.start()
@@ -358,10 +386,7 @@ class Transcription:
         else:
             res = gen.wait()
             lps = res.logprobs
-            text = res.text
-            if self.options.sampling.stop_loops and res.finish_reason in ("loop", "length"):
-                text = collapse_repeats(text)  # a server's loop runs to the limit
-            text = text.strip()
+            text = self.options.segment_text(res)
             if self._base:  # the base model starts with the language it heard: <|en|>...
                 heard, text = split_language_tag(text)
                 if heard and not self._language_known:
@@ -415,6 +440,7 @@ def journal_header(model: AudioModel, source: Source, options: TranscribeOptions
             "vad": o.vad,
             "vad_options": repr(o.vad_options),
             "sampling": repr(o.sampling),
+            "tokens_per_second": o.tokens_per_second,
         },
     }
 
