@@ -49,9 +49,26 @@ def test_the_encoder_benchmark_times_every_side_and_prints_the_table(tmp_path: P
         assert set(times) == set(INPUTS), side
         assert all(math.isfinite(t) and t > 0 for t in times.values()), (side, times)
     for kind in ("float32", "bfloat16", "int8"):
-        assert data["peak"][kind] > 0
+        assert data["peak_measured"][kind] > 0
+        assert data["peak"][kind] in data["peak_measured"].values()
+    assert data["peak"]["int8"] >= data["peak"]["bfloat16"] >= data["peak"]["float32"]
     assert data["dims"]["d_model"] == 64 and data["threads"] >= 1
     cells = [ln.split("|")[1].strip() for ln in run.stdout.splitlines() if ln.startswith("| ")]
     assert sorted(c for c in cells if ":" in c) == sorted(expected)
     assert "A 30 s window is" in run.stdout and "% of peak" in run.stdout
     assert "full 30 s window (1500 positions)" in run.stdout
+
+
+def test_a_type_without_a_fast_product_is_measured_against_a_wider_ones_peak() -> None:
+    from qaudio_dev.bench.encoder_flops import effective_peak, peak_source
+
+    # an AVX2-only CPU: torch's bfloat16 and int8 products are emulated
+    avx2 = {"float32": 173.0, "bfloat16": 0.06, "int8": 2.0}
+    assert peak_source(avx2) == {"float32": "float32", "bfloat16": "float32", "int8": "float32"}
+    assert effective_peak(avx2) == {"float32": 173.0, "bfloat16": 173.0, "int8": 173.0}
+    # AMX: each type has its own, faster product
+    amx = {"float32": 352.0, "bfloat16": 2369.0, "int8": 3034.0}
+    assert effective_peak(amx) == amx
+    # bfloat16 fast, int8 not: int8 arithmetic is held to the bfloat16 peak
+    mixed = {"float32": 300.0, "bfloat16": 1200.0, "int8": 40.0}
+    assert effective_peak(mixed)["int8"] == 1200.0

@@ -1,6 +1,7 @@
 """Arithmetic of the Qwen2-Audio (Whisper) encoder, counted the way benchmarks count it:
 two operations per multiply-add, matrix products and convolutions only (norms, softmax,
-GELU and adds are a fraction of a percent at these sizes)."""
+GELU and adds are a fraction of a percent at these sizes), and the peak each kind of
+arithmetic is measured against."""
 
 from __future__ import annotations
 
@@ -23,3 +24,20 @@ def encoder_flops(dims: dict[str, int], n_frames: int, out_dim: int = 4096) -> f
     mlp = 2 * 2 * n * d * ffn
     pooled = n // 2
     return float(conv + layers * (projections + attention + mlp) + 2 * pooled * d * out_dim)
+
+
+# Each arithmetic can be carried by a wider one (bfloat16 products widened to float32, int8
+# ones too), so the peak of a type is the best measured rate of it or of any wider type:
+# on a CPU without AVX-512, torch's bfloat16 and int8 products are emulated, far slower
+# than float32's.
+WIDER = {"int8": ("bfloat16", "float32"), "bfloat16": ("float32",), "float32": ()}
+
+
+def peak_source(measured: dict[str, float]) -> dict[str, str]:
+    """For each type, the type whose measured rate is its peak (itself or a wider one)."""
+    return {k: max((k, *WIDER[k]), key=lambda t: measured[t]) for k in measured}
+
+
+def effective_peak(measured: dict[str, float]) -> dict[str, float]:
+    """The peak each type's arithmetic is measured against (see :data:`WIDER`)."""
+    return {k: measured[src] for k, src in peak_source(measured).items()}

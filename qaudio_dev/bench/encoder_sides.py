@@ -154,25 +154,34 @@ def _wcpp(spec: dict[str, Any], wtype: str) -> tuple[float, dict[str, Callable[[
     return load, {k: run(v) for k, v in spec["inputs"].items()}
 
 
-def peak(threads: int, n: int = 2048, repeats: int = 3) -> dict[str, float]:
-    """Best rate of an n x n x n matrix product per type, in G(FL)OP/s."""
+def _product_rate(
+    make: Callable[[int], Any], mm: Callable[[Any, Any], Any], n: int, repeats: int
+) -> float:
+    a, b = make(n), make(n)
+    best = min(_timed(lambda: mm(a, b), repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def peak(threads: int, n_max: int = 2048, repeats: int = 3) -> dict[str, float]:
+    """Best rate of a square matrix product per type, in G(FL)OP/s.
+
+    The size is chosen per type from a small probe so that one product takes about half a
+    second (at most ``n_max`` a side): where torch has no fast kernel for a type on this
+    CPU (bfloat16 or int8 without AVX-512), a 2048-cube product would take minutes.
+    """
     import torch
 
     torch.set_num_threads(threads)
     out = {}
     for name, make in (
-        ("float32", lambda: torch.randn(n, n)),
-        ("bfloat16", lambda: torch.randn(n, n).to(torch.bfloat16)),
-        ("int8", lambda: torch.randint(-127, 127, (n, n), dtype=torch.int8)),
+        ("float32", lambda n: torch.randn(n, n)),
+        ("bfloat16", lambda n: torch.randn(n, n).to(torch.bfloat16)),
+        ("int8", lambda n: torch.randint(-127, 127, (n, n), dtype=torch.int8)),
     ):
-        a, b = make(), make()
         mm: Callable[[Any, Any], Any] = torch._int_mm if name == "int8" else torch.mm
-
-        def product(a: Any = a, b: Any = b, mm: Callable[[Any, Any], Any] = mm) -> Any:
-            return mm(a, b)
-
-        best = min(_timed(product, repeats))
-        out[name] = 2 * n**3 / best / 1e9
+        probe = _product_rate(make, mm, 256, 1)
+        n = int((0.5 * probe * 1e9 / 2) ** (1 / 3)) // 64 * 64
+        out[name] = max(probe, _product_rate(make, mm, max(256, min(n_max, n)), repeats))
     return out
 
 
