@@ -17,34 +17,63 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from qaudio_dev.bench.encoder_ops import TYPES, Dims, ops, time_op
 
 
+def _best(fn: Callable[[], object], repeats: int = 5) -> float:
+    fn()  # a warm-up call: thread pool, first-touch memory
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def torch_rates(d: Dims, positions: int, threads: int) -> dict[str, float]:
-    """GFLOP/s torch gets on the layer's products, per dtype (empty without torch)."""
+    """G(FL)OP/s torch gets on the layer's products per dtype, and on its attention.
+
+    Keys: ``float32`` and ``bfloat16`` (the four projections and the feed-forward products,
+    through ``linear`` as ``nn.Linear`` runs them) and ``attention float32`` (one layer's
+    ``scaled_dot_product_attention``). Empty without torch. A dtype whose small probe runs
+    at under a quarter of float32's is left out: torch emulates it on this CPU (bfloat16
+    without AVX-512), and the layer's products would take many minutes to say only that.
+    """
     try:
         import torch
     except ImportError:
         return {}
     torch.set_num_threads(threads)
     shapes = [(d.d_model, d.d_model)] * 4 + [(d.d_model, d.ffn), (d.ffn, d.d_model)]
+    flops = sum(2.0 * positions * k * m for k, m in shapes)
+    probe = {}
+    for name in ("float32", "bfloat16"):
+        a = torch.randn(256, 256).to(getattr(torch, name))
+        probe[name] = 1.0 / max(_best(lambda a=a: a @ a, 3), 1e-9)
     out = {}
     for name in ("float32", "bfloat16"):
+        if probe[name] < probe["float32"] / 4:
+            print(f"torch {name}: no fast kernel on this CPU, left out")
+            continue
         dtype = getattr(torch, name)
         pairs = [
-            (torch.randn(positions, k, dtype=dtype), torch.randn(k, m, dtype=dtype))
+            (torch.randn(positions, k, dtype=dtype), torch.randn(m, k, dtype=dtype))
             for k, m in shapes
         ]
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for a, b in pairs:
-                a @ b
-            best = min(best, time.perf_counter() - t0)
-        out[name] = sum(2.0 * positions * k * m for k, m in shapes) / best / 1e9
+
+        def products(pairs: list = pairs) -> None:
+            for x, w in pairs:
+                torch.nn.functional.linear(x, w)
+
+        out[name] = flops / _best(products) / 1e9
+    hd = d.d_model // d.heads
+    q, k, v = (torch.randn(1, d.heads, positions, hd) for _ in range(3))
+    seconds = _best(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    out["attention float32"] = 4.0 * positions * positions * d.d_model / seconds / 1e9
     return out
 
 
@@ -87,7 +116,7 @@ def main() -> int:
     results["torch_gflops"] = rates
     if rates:
         said = ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
-        print(f"\ntorch on the same layer's products, GFLOP/s: {said}")
+        print(f"\ntorch on the same layer's products (and attention), GFLOP/s: {said}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -53,3 +53,8 @@ def test_the_profile_times_each_op_kind_and_sums_them(tmp_path: Path) -> None:
         assert all(r["gflops"] > 0 for r in rows if r["op"] != "GELU" and "norm" not in r["op"])
         assert f"{wtype}" in run.stdout
     assert "| attention (flash, F32) |" in run.stdout
+    # torch's rates beside ggml's (torch is in the test environment): the products and
+    # the attention, each a positive rate
+    rates = data["torch_gflops"]
+    assert {"float32", "attention float32"} <= set(rates), rates
+    assert all(v > 0 for v in rates.values()), rates
