@@ -60,15 +60,47 @@ def test_the_encoder_benchmark_times_every_side_and_prints_the_table(tmp_path: P
 
 
 def test_a_type_without_a_fast_product_is_measured_against_a_wider_ones_peak() -> None:
-    from qaudio_dev.bench.encoder_flops import effective_peak, peak_source
+    from qaudio_dev.bench.encoder_flops import effective_peak, emulated, peak_source
 
     # an AVX2-only CPU: torch's bfloat16 and int8 products are emulated
     avx2 = {"float32": 173.0, "bfloat16": 0.06, "int8": 2.0}
     assert peak_source(avx2) == {"float32": "float32", "bfloat16": "float32", "int8": "float32"}
     assert effective_peak(avx2) == {"float32": 173.0, "bfloat16": 173.0, "int8": 173.0}
+    assert emulated(avx2) == {"bfloat16", "int8"}  # the benchmark leaves torch's out
     # AMX: each type has its own, faster product
     amx = {"float32": 352.0, "bfloat16": 2369.0, "int8": 3034.0}
     assert effective_peak(amx) == amx
+    assert emulated(amx) == set()
     # bfloat16 fast, int8 not: int8 arithmetic is held to the bfloat16 peak
     mixed = {"float32": 300.0, "bfloat16": 1200.0, "int8": 40.0}
     assert effective_peak(mixed)["int8"] == 1200.0
+    assert emulated(mixed) == {"int8"}
+    # a type a little slower than a wider one (noise, or a slow kernel) is not emulated
+    assert emulated({"float32": 300.0, "bfloat16": 250.0, "int8": 700.0}) == set()
+
+
+def test_a_side_that_runs_too_long_is_stopped_and_reported(tmp_path: Path) -> None:
+    # an emulated type at real size would run for hours: every side has a time limit
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_encoder.py"),
+            "--smoke",
+            "--sides",
+            "torch:float32",
+            "--inputs",
+            "5s",
+            "--side-timeout",
+            "0.2",  # less than the child needs to import torch
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "| torch:float32 | failed: stopped after 0.2 s (--side-timeout) |" in run.stdout

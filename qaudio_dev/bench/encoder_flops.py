@@ -41,3 +41,12 @@ def peak_source(measured: dict[str, float]) -> dict[str, str]:
 def effective_peak(measured: dict[str, float]) -> dict[str, float]:
     """The peak each type's arithmetic is measured against (see :data:`WIDER`)."""
     return {k: measured[src] for k, src in peak_source(measured).items()}
+
+
+def emulated(measured: dict[str, float], factor: float = 4.0) -> set[str]:
+    """Types whose own product runs ``factor`` times slower than a wider type's.
+
+    torch has no fast kernel for them on this CPU (bfloat16 and int8 without AVX-512 or
+    AMX), so a model run in that type takes many times longer than in the wider one.
+    """
+    return {k for k, src in peak_source(measured).items() if measured[k] * factor < measured[src]}
