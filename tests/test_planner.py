@@ -296,10 +296,20 @@ def test_a_cpu_only_machine_with_matrix_units_takes_the_q8_0_projector(
     p = plan(entry, replace(hw, cpu_matrix_units=matrix_units))
     assert p.projector == expected
     why = [r for r in p.reasons if "matrix units" in r]
+    plain = [r for r in p.reasons if "plain CPU kernels" in r]
     if expected == "q8_0":
         assert len(why) == 1 and "7.2 s" in why[0] and "14.1 s" in why[0] and "cosine" in why[0]
         assert "projector q8_0" in " ".join(ln.label for d in p.devices for ln in d.lines)
+        assert plain == []
     else:
         assert why == []
+        # the encoder on a CPU without usable matrix units: the plan says why f16 is kept
+        on_cpu = not p.mmproj_on_gpu
+        assert len(plain) == on_cpu
+        if on_cpu:
+            assert "22.1 s" in plain[0] and "20.3 s" in plain[0] and "cosine" in plain[0]
     forced = plan(entry, replace(hw, cpu_matrix_units=matrix_units), projector="f16")
     assert forced.projector == "f16"  # an explicit choice is kept
+    assert not [r for r in forced.reasons if "plain CPU kernels" in r]  # nothing to explain
+    quant = plan(entry, replace(hw, cpu_matrix_units=matrix_units), quant="Q4_K_M")
+    assert [r for r in quant.reasons if "plain CPU kernels" in r] == plain  # a forced quant too

@@ -16,7 +16,7 @@ The arithmetic is in :mod:`qaudio_local.planner_memory`. The policy (``quant="au
    CPU too: where llama.cpp's AMX kernels run (``Hardware.cpu_matrix_units``), the q8_0
    projector comes first, its matrix weights on the matrix units (measured
    :data:`AMX_ENCODER`); elsewhere f16 stays first (a q8_0 projector on the plain kernels
-   is no faster and less exact).
+   is no faster and less exact, :data:`PLAIN_ENCODER`), and the plan says so.
 
 Apple Silicon (unified memory): the GPU may use 70% of RAM (or ``--vram``); the best quant
 that fits entirely there, everything on the GPU.
@@ -54,6 +54,9 @@ PARTIAL_CEILING_BPW = 5.0
 # cosine of the q8_0 embeddings to the f16 ones (one 29.9 s window through a random encoder
 # of the real shape; q8_0 on the plain kernels gives the same 0.99982)
 AMX_ENCODER = {"f16_s": 14.14, "q8_0_s": 7.16, "cosine": 0.99982}
+# The same on the plain CPU kernels (no matrix units llama.cpp can use), measured at real
+# size on an AMD EPYC VM with AVX2, 2 threads (the same README section): q8_0 no faster
+PLAIN_ENCODER = {"f16_s": 20.29, "q8_0_s": 22.06, "cosine": 0.99982}
 MIN_PARTIAL_FRACTION = 0.5
 KvType = Literal["f16", "q8_0"]
 
@@ -222,6 +225,25 @@ def _why_projector(projs: tuple[Projector, ...], default: tuple[Projector, ...])
     ]
 
 
+def _why_plain_kernels(
+    s: Setting, c: Candidate, projs: tuple[Projector, ...], hw: Hardware
+) -> list[str]:
+    """Why an encoder on a CPU without usable matrix units keeps the f16 projector when
+    a q8_0 one was on offer, with the measured arithmetic."""
+    if s.gpu is not None or s.unified or c.proj_gpu or hw.cpu_matrix_units:
+        return []
+    names = [p.name.casefold() for p in projs]
+    if c.projector.name.casefold() != "f16" or "q8_0" not in names:
+        return []
+    f16_s, q8_s, cos = PLAIN_ENCODER["f16_s"], PLAIN_ENCODER["q8_0_s"], PLAIN_ENCODER["cosine"]
+    return [
+        f"the {c.projector.name} projector: llama.cpp's AMX kernels do not run here, and on "
+        f"the plain CPU kernels q8_0 is no faster (a 30 s window in ~{q8_s:.1f} s against "
+        f"~{f16_s:.1f} s with f16, measured at real size on 2 threads) and less exact "
+        f"(embeddings at cosine {cos:.5f} to f16's)"
+    ]
+
+
 def _why_setting(s: Setting, hw: Hardware) -> list[str]:
     if s.unified:
         source = "--vram" if hw.vram_override is not None else "70% of unified memory"
@@ -349,10 +371,11 @@ def plan(
     warnings = [w] if (w := cpu_only_build_warning(hw)) else []
     reasons = _why_setting(s, hw) + _why_projector(projs, entry.projectors)
     if quant.strip().casefold() != "auto":
-        return _plan_forced(s, find_quant(entry, quant), projs, force, reasons, warnings)
+        return _plan_forced(s, find_quant(entry, quant), projs, force, reasons, warnings, hw)
     c = _auto(s, entry.quants, projs)
     if c is not None:
-        return _make_plan(s, c, reasons + _why_choice(s, c, projs), warnings)
+        why = _why_choice(s, c, projs) + _why_plain_kernels(s, c, projs, hw)
+        return _make_plan(s, c, reasons + why, warnings)
     c = _attempt(s, entry.quants[0], projs)
     _, phrase = _shortfall(s, c)
     message = f"nothing fits: even {_describe(s, c)} {phrase}; {_suggestion(s, projs)}"
@@ -369,10 +392,12 @@ def _plan_forced(
     force: bool,
     reasons: list[str],
     warnings: list[str],
+    hw: Hardware,
 ) -> Plan:
     c = _forced(s, q, projs)
     if c is not None:
-        return _make_plan(s, c, [*reasons, f"{q.name} was asked for: {_describe(s, c)}"], warnings)
+        asked = f"{q.name} was asked for: {_describe(s, c)}"
+        return _make_plan(s, c, [*reasons, asked, *_why_plain_kernels(s, c, projs, hw)], warnings)
     c = _attempt(s, q, projs)
     device, phrase = _shortfall(s, c)
     alt = _auto(s, s.entry.quants, s.entry.projectors)
