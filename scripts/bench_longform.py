@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -70,6 +69,7 @@ def run_one(model: str, mmproj: str, audio: str, parallel: int, threads: int, te
     """In the child: load, transcribe, print the timings and tokens written as JSON."""
     from dataclasses import replace
 
+    from qaudio_dev.bench.run import own_peak_bytes
     from qaudio_local.engine.model import AudioModel
     from qaudio_local.engine.options import ModelOptions
     from qaudio_local.transcription import TranscribeOptions, transcribe
@@ -87,20 +87,7 @@ def run_one(model: str, mmproj: str, audio: str, parallel: int, threads: int, te
         tokens = [len(s.tokens) for s in tr]
         secs = time.perf_counter() - t0
     out = {"seconds": secs, "duration": tr.info.duration, "segments": len(tokens)}
-    print(json.dumps({**out, "tokens": sum(tokens), "vmhwm_kib": own_peak_kib()}))
-
-
-def own_peak_kib() -> int | None:
-    """This process's own peak RSS (VmHWM), where Linux says it.
-
-    ``wait4``'s ``ru_maxrss`` is not that: on Linux a child starts with its parent's peak at
-    the fork, so a parent that built the real-size model itself (about 4.9 GiB) showed that
-    figure for every child."""
-    try:
-        found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return int(found.group(1)) if found else None
+    print(json.dumps({**out, "tokens": sum(tokens), "vmhwm": own_peak_bytes()}))
 
 
 def measure(side: tuple[str, int, str], pairs: dict, audio: Path, threads: int) -> dict:
@@ -112,7 +99,9 @@ def measure(side: tuple[str, int, str], pairs: dict, audio: Path, threads: int) 
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the child failed on {audio}")
     out = json.loads(proc.stdout.read().strip().splitlines()[-1])  # type: ignore[union-attr]
-    out["rss_mib"] = (out.pop("vmhwm_kib", None) or usage.ru_maxrss) / 1024
+    # the child's own peak: wait4's starts at this parent's (about 4.9 GiB after it has
+    # built the real-size model), which Linux hands every child at the fork
+    out["rss_mib"] = (out.pop("vmhwm", None) or usage.ru_maxrss * 1024) / 2**20
     return out
 
 

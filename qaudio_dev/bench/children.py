@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from qaudio_dev.bench.build import build_models, make_clip
+from qaudio_dev.bench.run import own_peak_bytes
 from qaudio_dev.bench.settings import (
     AUDIO_MARKER,
     N_BATCH,
@@ -335,10 +335,8 @@ def child_build(spec: dict[str, Any]) -> dict[str, Any]:
 def child_main(kind: str, spec_json: str) -> None:
     spec = json.loads(spec_json)
     result = {"build": child_build, **CHILDREN}[kind](spec)
-    status = Path("/proc/self/status")
-    if status.is_file():  # this process's own peak, a cross-check of the parent's wait4 figure
-        found = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
-        result["vmhwm"] = int(found.group(1)) * 1024 if found else None
+    if (peak := own_peak_bytes()) is not None:  # a cross-check of the parent's wait4 figure
+        result["vmhwm"] = peak
     Path(spec["out"]).write_text(json.dumps(result))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,6 +16,16 @@ from typing import Any
 
 from qaudio_dev.bench.build import Models
 from qaudio_dev.bench.settings import ALTERNATIONS, N_BATCH, Settings, child_command, rotated
+
+
+def own_peak_bytes() -> int | None:
+    """This process's own peak RSS (VmHWM), where Linux says it; a child reports it because
+    ``wait4``'s figure starts a child at its parent's peak (Linux keeps it across the fork)."""
+    try:
+        found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
 
 
 def _wait(cmd: list[str], stdout: Path, stderr: Path, env: dict[str, str]) -> tuple[int, int]:

@@ -212,16 +212,26 @@ def _matrix_units_first(projs: tuple[Projector, ...]) -> tuple[Projector, ...]:
     return q8 + tuple(p for p in projs if p not in q8)
 
 
+def _encoder_figures(measured: dict[str, float], against: str) -> tuple[str, str]:
+    """The measured window times and embedding cosine of q8_0 against ``against`` (f16),
+    as the phrases the projector reasons share."""
+    window = (
+        f"a 30 s window in ~{measured['q8_0_s']:.1f} s against ~{measured['f16_s']:.1f} s "
+        f"with {against}"
+    )
+    return window, f"embeddings at cosine {measured['cosine']:.5f} to {against}'s"
+
+
 def _why_projector(projs: tuple[Projector, ...], default: tuple[Projector, ...]) -> list[str]:
     """Why the projector order changed, with the measured arithmetic."""
     if not projs or not default or projs[0] == default[0]:
         return []
-    f16_s, q8_s, cos = AMX_ENCODER["f16_s"], AMX_ENCODER["q8_0_s"], AMX_ENCODER["cosine"]
+    window, embeddings = _encoder_figures(AMX_ENCODER, default[0].name)
+    speedup = AMX_ENCODER["f16_s"] / AMX_ENCODER["q8_0_s"]
     return [
         f"the {projs[0].name} projector first: its matrix weights run on this CPU's matrix "
-        f"units (AMX), a 30 s window in ~{q8_s:.1f} s against ~{f16_s:.1f} s with "
-        f"{default[0].name} ({f16_s / q8_s:.1f}x, measured at real size on 2 threads), "
-        f"embeddings at cosine {cos:.5f} to {default[0].name}'s"
+        f"units (AMX), {window} ({speedup:.1f}x, measured at real size on 2 threads), "
+        f"{embeddings}"
     ]
 
 
@@ -235,12 +245,11 @@ def _why_plain_kernels(
     names = [p.name.casefold() for p in projs]
     if c.projector.name.casefold() != "f16" or "q8_0" not in names:
         return []
-    f16_s, q8_s, cos = PLAIN_ENCODER["f16_s"], PLAIN_ENCODER["q8_0_s"], PLAIN_ENCODER["cosine"]
+    window, embeddings = _encoder_figures(PLAIN_ENCODER, "f16")
     return [
         f"the {c.projector.name} projector: llama.cpp's AMX kernels do not run here, and on "
-        f"the plain CPU kernels q8_0 is no faster (a 30 s window in ~{q8_s:.1f} s against "
-        f"~{f16_s:.1f} s with f16, measured at real size on 2 threads) and less exact "
-        f"(embeddings at cosine {cos:.5f} to f16's)"
+        f"the plain CPU kernels q8_0 is no faster ({window}, measured at real size on 2 "
+        f"threads) and less exact ({embeddings})"
     ]
 
 
